@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ _PROMPT_LINE = re.compile(r"^\s*>.*$", re.MULTILINE)
 # TextWorld parses a game's logic with one module-level grammar parser that is not
 # thread-safe: two envs loading games at once in the rollout engine's threads corrupt it.
 _LOAD_LOCK = threading.Lock()
+
+# Jericho warns on every load that TextWorld's generated games are not in its catalogue of
+# known commercial games; agentgym takes walkthroughs and admissible actions from TextWorld.
+warnings.filterwarnings("ignore", message="Unable to (retrieve walkthrough|find valid actions)", module="jericho")
 
 
 def normalise_command(text: str) -> str:

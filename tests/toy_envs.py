@@ -1,0 +1,48 @@
+"""Small envs built for tests: they exercise the base class and the engine without any game engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from agentgym.env import EpisodeStart, StepOutcome, TextEnv
+
+
+class CountdownEnv(TextEnv):
+    """Say 'down' `start` times to win; anything else is an invalid action. Tasks are 'count-<start>'."""
+
+    def __init__(self, starts: Sequence[int] = (2, 3, 4), max_turns: int = 10, fail_on: str | None = None,
+                 step_delay_s: float = 0.0) -> None:
+        super().__init__(max_turns=max_turns)
+        self.starts = list(starts)
+        self.fail_on = fail_on
+        self.step_delay_s = step_delay_s
+        self.remaining = 0
+        self.history: list[str] = []
+
+    def task_ids(self) -> Sequence[str]:
+        return [f"count-{s}" for s in self.starts]
+
+    def start(self, task_id: str) -> EpisodeStart:
+        self.remaining = int(task_id.split("-")[1])
+        self.history = []
+        return EpisodeStart(
+            observation=f"{self.remaining} to go", instructions="Say 'down' until zero.",
+            admissible_actions=["down"], info={"walkthrough": ["down"] * self.remaining},
+        )
+
+    def act(self, action: str) -> StepOutcome:
+        if self.step_delay_s:
+            time.sleep(self.step_delay_s)
+        if self.fail_on is not None and action == self.fail_on:
+            raise RuntimeError(f"env exploded on {action!r}")
+        self.history.append(action)
+        if action.strip() != "down":
+            return StepOutcome(observation=f"'{action}' is not a command; say 'down'.", signals={"valid_action": False})
+        self.remaining -= 1
+        won = self.remaining == 0
+        return StepOutcome(
+            observation="done" if won else f"{self.remaining} to go", reward=1.0 if won else 0.0,
+            terminated=won, success=True if won else None, signals={"valid_action": True},
+            admissible_actions=["down"],
+        )
