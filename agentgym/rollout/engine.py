@@ -1,7 +1,9 @@
 """The rollout engine: plays many episodes at once and records each as a Trajectory.
 
 One fixed driver (`run_episode`) serves every env and policy. Policy calls are asyncio
-coroutines; env calls block, so they run in a thread pool with one env per worker.
+coroutines; env calls block, so each worker runs its env in a thread of its own. One
+thread per env means an env is never touched by two threads at once: a close after an
+interrupt waits for the step in flight (game engines written in C crash otherwise).
 """
 
 from __future__ import annotations
@@ -97,35 +99,34 @@ class RolloutEngine:
             queue.put_nowait(item)
         results: list[Trajectory | None] = [None] * len(jobs)
         workers = min(self.config.concurrency, len(jobs)) or 1
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentgym-env")
-        try:
-            await asyncio.gather(*(self._worker(queue, results, pool) for _ in range(workers)))
-        finally:
-            # Threads stuck in a timed-out env call are abandoned, not waited for.
-            pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.gather(*(self._worker(queue, results) for _ in range(workers)))
         return [r for r in results if r is not None]
 
-    async def _worker(self, queue: asyncio.Queue[tuple[int, EpisodeJob]], results: list[Trajectory | None], pool: ThreadPoolExecutor) -> None:
+    async def _worker(self, queue: asyncio.Queue[tuple[int, EpisodeJob]], results: list[Trajectory | None]) -> None:
         loop = asyncio.get_running_loop()
         env: TextEnv | None = None
+        thread = _env_thread()
         try:
             while not queue.empty():
                 index, job = queue.get_nowait()
                 if env is None:
-                    env = await loop.run_in_executor(pool, self.env_factory)
-                trajectory, healthy = await self._play(env, job, pool)
+                    env = await loop.run_in_executor(thread, self.env_factory)
+                trajectory, healthy = await self._play(env, job, thread)
                 if not healthy:
-                    # It may still be running in its thread: close it there later, never wait for it.
-                    pool.submit(_close_quietly, env)
-                    env = None
+                    # The env may still be busy in its thread (a timeout): close it there once it is
+                    # done, and give the next env a fresh thread rather than wait.
+                    thread.submit(_close_quietly, env)
+                    thread.shutdown(wait=False)
+                    env, thread = None, _env_thread()
                 results[index] = trajectory
                 for callback in self.callbacks:
                     callback(trajectory)
         finally:
             if env is not None:
-                await loop.run_in_executor(pool, _close_quietly, env)
+                thread.submit(_close_quietly, env)  # queued behind any step still running
+            thread.shutdown(wait=False)
 
-    async def _play(self, env: TextEnv, job: EpisodeJob, pool: ThreadPoolExecutor) -> tuple[Trajectory, bool]:
+    async def _play(self, env: TextEnv, job: EpisodeJob, thread: ThreadPoolExecutor) -> tuple[Trajectory, bool]:
         """One episode under the episode timeout; returns the trajectory and whether the env is reusable."""
         traj = Trajectory(
             trajectory_id=uuid.uuid4().hex, env_id=self.env_id, env_kwargs=self.env_kwargs,
@@ -135,7 +136,7 @@ class RolloutEngine:
         healthy = True
         clock = time.perf_counter()
         try:
-            await asyncio.wait_for(self._drive(env, job, traj, pool), self.config.episode_timeout_s)
+            await asyncio.wait_for(self._drive(env, job, traj, thread), self.config.episode_timeout_s)
         except asyncio.TimeoutError as exc:
             traj.error = ErrorRecord.from_exception(exc, "timeout")
             traj.error.message = traj.error.message or f"episode exceeded {self.config.episode_timeout_s} s"
@@ -154,14 +155,14 @@ class RolloutEngine:
         traj.total_reward = sum(t.reward for t in traj.turns)
         return traj, healthy
 
-    async def _drive(self, env: TextEnv, job: EpisodeJob, traj: Trajectory, pool: ThreadPoolExecutor) -> None:
+    async def _drive(self, env: TextEnv, job: EpisodeJob, traj: Trajectory, thread: ThreadPoolExecutor) -> None:
         """reset, then policy → step until the episode ends; fills `traj` as it goes."""
         cfg = self.config
         loop = asyncio.get_running_loop()
 
         async def env_call(fn: Callable[..., Any], *args: Any) -> Any:
             try:
-                return await asyncio.wait_for(loop.run_in_executor(pool, fn, *args), cfg.turn_timeout_s)
+                return await asyncio.wait_for(loop.run_in_executor(thread, fn, *args), cfg.turn_timeout_s)
             except Exception as exc:
                 raise _EnvBroken(str(exc)) from exc
 
@@ -198,6 +199,11 @@ class RolloutEngine:
                 traj.final_info = {k: v for k, v in info.items() if k in ("success", "task_id", "signals")}
                 return
             history.add(completion.text, observation)
+
+
+def _env_thread() -> ThreadPoolExecutor:
+    """The single thread that one env lives in."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentgym-env")
 
 
 def _close_quietly(env: TextEnv) -> None:

@@ -1,0 +1,44 @@
+"""The OpenAI-compatible policy: token ids and logprobs when offered, graceful without, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentgym.errors import ModelNotFoundError, ServerUnreachableError
+from agentgym.policies.openai_http import OpenAIPolicy
+from agentgym.types import Message, SamplingParams
+from tests.fake_openai_server import FakeOpenAIServer
+
+MESSAGES = [Message(role="system", content="rules"), Message(role="user", content="obs")]
+
+
+async def test_records_token_ids_and_logprobs_and_passes_sampling() -> None:
+    with FakeOpenAIServer(reply="go north") as server:
+        policy = OpenAIPolicy(server.base_url, "fake-model")
+        await policy.check()
+        c = await policy.act(MESSAGES, sampling=SamplingParams(temperature=0.5, max_tokens=7, stop=["\n"], seed=3))
+        await policy.aclose()
+    assert c.text == "go north" and c.token_ids == [101, 2] and c.logprobs == [-0.5, -0.125]
+    assert c.prompt_token_ids == list(range(11)) and (c.prompt_tokens, c.completion_tokens) == (11, 2)
+    sent = server.requests[0]
+    assert (sent["temperature"], sent["max_tokens"], sent["stop"], sent["seed"]) == (0.5, 7, ["\n"], 3)
+    assert sent["messages"] == [{"role": "system", "content": "rules"}, {"role": "user", "content": "obs"}]
+
+
+async def test_a_server_that_refuses_the_extras_is_asked_once_more_without_them() -> None:
+    with FakeOpenAIServer(reply="look", strict=True) as server:
+        policy = OpenAIPolicy(server.base_url, "fake-model", max_retries=0)
+        first = await policy.act(MESSAGES)
+        second = await policy.act(MESSAGES)
+        await policy.aclose()
+    assert first.text == second.text == "look" and first.token_ids is None and first.logprobs is None
+    assert len(server.requests) == 3  # refused once, then two plain requests
+
+
+async def test_no_server_and_unknown_model_are_clear_errors() -> None:
+    with FakeOpenAIServer() as server:
+        port = server.port
+        with pytest.raises(ModelNotFoundError, match="it serves: fake-model"):
+            await OpenAIPolicy(server.base_url, "other").check()
+    with pytest.raises(ServerUnreachableError, match="connection refused"):
+        await OpenAIPolicy(f"http://127.0.0.1:{port}/v1", "fake-model").check()
