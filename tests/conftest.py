@@ -1,4 +1,4 @@
-"""Shared fixtures: a small TextWorld game set, an isolated cache, a clean registry."""
+"""Shared fixtures: a small TextWorld game set, tiny models, an isolated cache, a clean registry."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.tiny_model import TINY_REPLY, build_tiny_model
 
 # Tests never touch the user's cache: everything they generate lives in one session directory.
 _SESSION_CACHE = Path(os.environ.get("AGENTGYM_TEST_CACHE", "/tmp/agentgym-test-cache"))
@@ -29,3 +31,23 @@ def registry() -> Iterator["agentgym.Registry"]:  # noqa: F821
     from agentgym.registry import Registry
 
     yield Registry(load_plugins=False, mirror_to_gymnasium=False)
+
+
+def _built(base: Path, name: str, reply: str | None) -> Path:
+    """Build the tiny model into base/name unless a complete copy is there."""
+    out = base / name
+    if not (out / "model.safetensors").is_file() or not (out / "tokenizer.json").is_file():
+        build_tiny_model(out, reply=reply)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Llama with a ChatML template (outputs vary with the prompt)."""
+    return _built(tmp_path_factory.getbasetemp(), "tiny-random", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_reply_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama fitted to answer every chat with TINY_REPLY then EOS under greedy decoding."""
+    return _built(tmp_path_factory.getbasetemp(), "tiny-reply", TINY_REPLY)

@@ -74,7 +74,7 @@ def test_missing_or_empty_games_dir_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("reply", "command"),
     [("go north", "go north"), ("> Open the Box.", "open the box"), ("`take key`\nbecause I need it", "take key"),
-     ("\n\n  'look'  ", "look"), ("", ""), ("\\x quit", "x quit")],
+     ("\n\n  'look'  ", "look"), ("", ""), ("\\x quit", "x quit"), ("go " * 100, ("go " * 60)[:180])],
 )
 def test_normalise_command(reply: str, command: str) -> None:
     assert normalise_command(reply) == command

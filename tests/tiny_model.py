@@ -53,6 +53,10 @@ def build_tokenizer(vocab_size: int = 400):  # -> PreTrainedTokenizerFast
     )
 
 
+# What the fitted tiny model answers to every chat under greedy decoding.
+TINY_REPLY = "the cat sat on the mat."
+
+
 def build_tiny_model(out_dir: str | Path, reply: str | None = None, seed: int = 0) -> Path:
     """Save a tiny random Llama (hidden 64, 2 layers, head_dim 64) and its tokenizer to `out_dir`.
 

@@ -49,11 +49,10 @@ class _Request:
     prompt_ids: list[int]
     sampling: SamplingParams
     future: asyncio.Future[Completion]
+    key: str = ""  # requests with equal keys (equal sampling settings) may share a generate call
 
-    @property
-    def key(self) -> str:
-        """Requests with equal keys may share a generate call."""
-        return self.sampling.model_dump_json()
+    def __post_init__(self) -> None:
+        self.key = self.sampling.model_dump_json()
 
 
 class TransformersPolicy(Policy):
@@ -197,8 +196,9 @@ class TransformersPolicy(Policy):
                 batch = [r for r in batch if not r.future.done()]  # a cancelled act needs no answer
                 if not batch:
                     continue
+                prompts = [r.prompt_ids for r in batch]
                 try:
-                    completions = await asyncio.to_thread(self._generate, [r.prompt_ids for r in batch], batch[0].sampling)
+                    completions = await asyncio.to_thread(self._generate, prompts, batch[0].sampling)
                 except Exception as exc:  # every waiting episode sees the failure, with its cause
                     for r in batch:
                         if not r.future.done():

@@ -30,13 +30,17 @@ _LOAD_LOCK = threading.Lock()
 warnings.filterwarnings("ignore", message="Unable to (retrieve walkthrough|find valid actions)", module="jericho")
 
 
+MAX_COMMAND_CHARS = 180
+
+
 def normalise_command(text: str) -> str:
     """The command in a policy's reply: its first non-empty line, without prompt marks, quotes or a final period."""
     for line in text.strip().splitlines():
         # A backslash starts a command of the frotz interpreter itself, never of the game.
         line = line.replace("\\", " ").strip().strip("`'\"").lstrip(">").strip()
         if line:
-            return line.rstrip(".!").strip().lower()
+            # The z-machine reads at most ~200 bytes of input; longer replies are not commands anyway.
+            return line.rstrip(".!").strip().lower()[:MAX_COMMAND_CHARS]
     return ""
 
 

@@ -1,0 +1,211 @@
+"""TransformersPolicy on tiny local Llamas: batching, token ids, raw logprobs, greedy, stop strings, EOS."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+from tests.tiny_model import TINY_REPLY
+from transformers import AutoModelForCausalLM
+
+from agentgym.errors import ModelNotFoundError, PolicyError
+from agentgym.policies.transformers_local import TransformersPolicy
+from agentgym.types import Completion, Message, SamplingParams
+
+GREEDY = SamplingParams(temperature=0, max_tokens=12)
+PROMPTS = [
+    "the dog opens the box.",
+    "a player goes to the north room and takes a small key quickly!",
+    "look",
+    "the robot eats a red apple at night. Then look around.",
+    "my friend finds the table?",
+    "the key",
+]
+
+
+def chat(text: str) -> list[Message]:
+    """A one-message user conversation."""
+    return [Message(role="system", content="You play a game."), Message(role="user", content=text)]
+
+
+def teacher_forced_logprobs(model_dir: Path, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:
+    """log p(completion token | everything before it) from one unpadded float32 forward pass: [n, vocab]."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0]
+    return torch.log_softmax(logits[len(prompt_ids) - 1 : -1].float(), dim=-1)
+
+
+@pytest.fixture()
+async def policy(tiny_model_dir: Path):  # noqa: F811
+    """A float32 policy on the random tiny model that waits long enough to batch everything sent at once."""
+    p = TransformersPolicy(str(tiny_model_dir), dtype="float32", max_batch_size=4, batch_wait_ms=50)
+    await p.check()
+    yield p
+    await p.aclose()
+
+
+async def test_concurrent_acts_share_generate_calls(policy: TransformersPolicy) -> None:
+    results = await asyncio.gather(*(policy.act(chat(p), sampling=GREEDY) for p in PROMPTS + PROMPTS[:2]))
+    assert len(results) == 8
+    assert sum(policy.stats.batch_sizes) == 8
+    assert policy.stats.generate_calls < 8
+    assert max(policy.stats.batch_sizes) > 1
+    assert max(policy.stats.batch_sizes) <= policy.max_batch_size
+
+
+async def test_different_sampling_params_are_not_mixed(policy: TransformersPolicy) -> None:
+    short, long_ = SamplingParams(temperature=0, max_tokens=3), SamplingParams(temperature=0, max_tokens=7)
+    calls = [policy.act(chat(p), sampling=short) for p in PROMPTS[:3]]
+    calls += [policy.act(chat(p), sampling=long_) for p in PROMPTS[3:]]
+    results = await asyncio.gather(*calls)
+    assert policy.stats.generate_calls == 2  # one per sampling setting
+    assert sorted(policy.stats.batch_sizes) == [3, 3]
+    assert all(r.completion_tokens <= 3 for r in results[:3])
+    assert any(r.completion_tokens > 3 for r in results[3:])
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [GREEDY, SamplingParams(temperature=1.3, top_p=0.9, max_tokens=12, seed=7)],
+    ids=["greedy", "sampled"],
+)
+async def test_token_ids_and_logprobs_match_teacher_forcing(
+    policy: TransformersPolicy, tiny_model_dir: Path, sampling: SamplingParams  # noqa: F811
+) -> None:
+    # Prompts of different lengths share one left-padded batch; logprobs must still be the raw model's.
+    results = await asyncio.gather(*(policy.act(chat(p), sampling=sampling) for p in PROMPTS[:3]))
+    assert max(policy.stats.batch_sizes) == 3
+    for prompt, result in zip(PROMPTS[:3], results, strict=True):
+        assert result.prompt_token_ids == policy.encode_prompt(chat(prompt))
+        assert result.prompt_tokens == len(result.prompt_token_ids)
+        assert result.completion_tokens == len(result.token_ids) == len(result.logprobs) > 0
+        expected = teacher_forced_logprobs(tiny_model_dir, result.prompt_token_ids, result.token_ids)
+        at_sampled = expected.gather(-1, torch.tensor(result.token_ids).unsqueeze(-1)).squeeze(-1)
+        assert torch.allclose(torch.tensor(result.logprobs), at_sampled, atol=1e-4, rtol=0)
+        if sampling.temperature == 0:
+            assert expected.argmax(-1).tolist() == result.token_ids
+        assert result.text == policy.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+
+
+async def test_greedy_is_deterministic_and_batch_independent(tiny_model_dir: Path) -> None:  # noqa: F811
+    batched_policy = TransformersPolicy(str(tiny_model_dir), dtype="float32", max_batch_size=8, batch_wait_ms=50)
+    single_policy = TransformersPolicy(str(tiny_model_dir), dtype="float32", max_batch_size=1)
+    try:
+        batched = await asyncio.gather(*(batched_policy.act(chat(p), sampling=GREEDY) for p in PROMPTS))
+        assert batched_policy.stats.batch_sizes == [len(PROMPTS)]
+        alone = [await single_policy.act(chat(p), sampling=GREEDY) for p in PROMPTS]
+        again = [await single_policy.act(chat(p), sampling=GREEDY) for p in PROMPTS]
+        assert single_policy.stats.batch_sizes == [1] * (2 * len(PROMPTS))
+        for b, a, r in zip(batched, alone, again, strict=True):
+            assert b.token_ids == a.token_ids == r.token_ids
+            assert b.text == a.text == r.text
+            assert b.finish_reason == a.finish_reason
+        assert len({tuple(b.token_ids) for b in batched}) > 1  # the prompts matter, so padding could have hurt
+    finally:
+        await batched_policy.aclose()
+        await single_policy.aclose()
+
+
+async def test_seeded_sampling_repeats(policy: TransformersPolicy) -> None:
+    sampling = SamplingParams(temperature=1.0, max_tokens=10, seed=123)
+    first = await policy.act(chat(PROMPTS[0]), sampling=sampling)
+    second = await policy.act(chat(PROMPTS[0]), sampling=sampling)
+    other = await policy.act(chat(PROMPTS[0]), sampling=sampling.model_copy(update={"seed": 124}))
+    assert first.token_ids == second.token_ids
+    assert other.token_ids != first.token_ids
+
+
+@pytest.fixture()
+async def reply_policy(tiny_reply_model_dir: Path):  # noqa: F811
+    """A float32 policy on the tiny model that always answers TINY_REPLY."""
+    p = TransformersPolicy(str(tiny_reply_model_dir), dtype="float32", max_batch_size=8, batch_wait_ms=50)
+    await p.check()
+    yield p
+    await p.aclose()
+
+
+async def test_eos_ends_the_completion(reply_policy: TransformersPolicy) -> None:
+    sampling = SamplingParams(temperature=0, max_tokens=40)
+    result = await reply_policy.act(chat("the dog opens the box."), sampling=sampling)
+    eos = reply_policy.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert result.text == TINY_REPLY  # no special tokens in the text
+    assert result.finish_reason == "stop"
+    assert result.token_ids[-1] == eos and eos not in result.token_ids[:-1]
+    assert len(result.logprobs) == len(result.token_ids) < 40
+
+
+async def test_max_tokens_gives_length(reply_policy: TransformersPolicy) -> None:
+    result = await reply_policy.act(chat("look"), sampling=SamplingParams(temperature=0, max_tokens=3))
+    assert result.finish_reason == "length"
+    assert len(result.token_ids) == 3
+    assert TINY_REPLY.startswith(result.text) and result.text != TINY_REPLY
+
+
+async def test_rows_ending_early_lose_their_batch_padding(reply_policy: TransformersPolicy) -> None:
+    # Hot sampling makes rows of one batch end at different steps; pad == EOS for this tokenizer,
+    # so leftover padding would show up as repeated EOS tokens.
+    sampling = SamplingParams(temperature=2.5, max_tokens=30, seed=0)
+    results = await asyncio.gather(*(reply_policy.act(chat(p), sampling=sampling) for p in PROMPTS))
+    assert reply_policy.stats.batch_sizes == [len(PROMPTS)]
+    eos = reply_policy.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ended = [r for r in results if r.finish_reason == "stop"]
+    assert ended, "expected some rows to sample EOS"
+    assert len({len(r.token_ids) for r in results}) > 1
+    for r in results:
+        assert r.token_ids.count(eos) == (1 if r.finish_reason == "stop" else 0)
+        assert r.finish_reason == "length" or r.token_ids[-1] == eos
+        assert len(r.logprobs) == len(r.token_ids)
+
+
+async def test_stop_string_cuts_text_and_tokens(reply_policy: TransformersPolicy) -> None:
+    sampling = SamplingParams(temperature=0, max_tokens=40, stop=["zzz", "sat"])
+    results = await asyncio.gather(
+        *(reply_policy.act(chat(p), sampling=sampling) for p in PROMPTS[:3]),
+        reply_policy.act(chat("look"), sampling=SamplingParams(temperature=0, max_tokens=40, stop=["zzz"])),
+    )
+    decode = reply_policy.tokenizer.decode
+    for r in results[:3]:
+        assert r.text == TINY_REPLY[: TINY_REPLY.index("sat")]
+        assert r.finish_reason == "stop"
+        assert "sat" in decode(r.token_ids) and "sat" not in decode(r.token_ids[:-1])
+        assert len(r.logprobs) == len(r.token_ids)
+    assert results[3].text == TINY_REPLY  # a stop string that never appears changes nothing
+
+
+async def test_describe_and_bad_arguments(tiny_model_dir: Path) -> None:  # noqa: F811
+    info = TransformersPolicy(str(tiny_model_dir)).describe()
+    assert (info.kind, info.model) == ("transformers", str(tiny_model_dir))
+    with pytest.raises(ValueError, match="dtype"):
+        TransformersPolicy(str(tiny_model_dir), dtype="float8")
+    with pytest.raises(ModelNotFoundError, match="smollm2-135m"):
+        await TransformersPolicy("no-such-model").check()
+
+
+async def test_aclose_fails_waiting_requests_and_policy_restarts(policy: TransformersPolicy) -> None:
+    policy.batch_wait_ms = 10_000  # keep the request waiting for company
+    pending = asyncio.ensure_future(policy.act(chat("look"), sampling=GREEDY))
+    await asyncio.sleep(0.2)
+    await policy.aclose()
+    with pytest.raises(PolicyError, match="closed"):
+        await pending
+    policy.batch_wait_ms = 0
+    result = await policy.act(chat("look"), sampling=GREEDY)
+    assert isinstance(result, Completion) and result.token_ids
+
+
+@pytest.mark.slow
+async def test_smollm2_bfloat16_turn() -> None:
+    p = TransformersPolicy("smollm2-135m")
+    try:
+        result = await p.act(
+            [Message(role="user", content="Say hello.")], sampling=SamplingParams(temperature=0, max_tokens=16)
+        )
+    finally:
+        await p.aclose()
+    assert result.text.strip()
+    assert result.completion_tokens == len(result.token_ids) == len(result.logprobs)
+    assert all(lp <= 0 for lp in result.logprobs)
