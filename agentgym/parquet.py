@@ -17,7 +17,7 @@ from agentgym.types import Trajectory
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 _TURN = pa.struct([
     ("index", pa.int32()),
-    ("prompt", pa.list_(_MESSAGE)),
+    ("prompt_messages", pa.list_(pa.int32())),
     ("completion", pa.string()),
     ("action", pa.string()),
     ("prompt_token_ids", pa.list_(pa.int32())),
@@ -45,6 +45,7 @@ SCHEMA = pa.schema([
     ("env_kwargs_json", pa.string()),
     ("instructions", pa.string()),
     ("initial_observation", pa.string()),
+    ("messages", pa.list_(_MESSAGE)),
     ("turns", pa.list_(_TURN)),
     ("num_turns", pa.int32()),
     ("total_reward", pa.float64()),
@@ -66,9 +67,10 @@ def _row(t: Trajectory) -> dict[str, Any]:
         "policy_kind": t.policy.kind, "policy_model": t.policy.model,
         "sampling_json": t.sampling.model_dump_json(), "env_kwargs_json": json.dumps(t.env_kwargs, default=str),
         "instructions": t.instructions, "initial_observation": t.initial_observation,
+        "messages": [{"role": m.role, "content": m.content} for m in t.messages],
         "turns": [
             {
-                "index": u.index, "prompt": [{"role": m.role, "content": m.content} for m in u.prompt],
+                "index": u.index, "prompt_messages": u.prompt_messages,
                 "completion": u.completion, "action": u.action,
                 "prompt_token_ids": u.prompt_token_ids, "completion_token_ids": u.completion_token_ids,
                 "completion_logprobs": u.completion_logprobs, "finish_reason": u.finish_reason,

@@ -74,12 +74,14 @@ class Turn(Record):
     """One agent step: the prompt the policy saw, what it answered, and what the env did with it."""
 
     index: int
-    prompt: list[Message]
+    prompt_messages: list[int] = Field(
+        repr=False, description="Indices into Trajectory.messages of the prompt the policy saw (see Trajectory.prompt)."
+    )
     completion: str
     action: str
-    prompt_token_ids: list[int] | None = None
-    completion_token_ids: list[int] | None = None
-    completion_logprobs: list[float] | None = None
+    prompt_token_ids: list[int] | None = Field(None, repr=False)
+    completion_token_ids: list[int] | None = Field(None, repr=False)
+    completion_logprobs: list[float] | None = Field(None, repr=False)
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -115,7 +117,10 @@ class Trajectory(Record):
     sampling: SamplingParams
     instructions: str = ""
     initial_observation: str = ""
-    turns: list[Turn] = Field(default_factory=list)
+    # The conversation is stored once; turns point into it. Copying each turn's prompt made
+    # files grow with the square of the episode length (2.7 MB for 100 TextWorld turns).
+    messages: list[Message] = Field(default_factory=list, repr=False, description="The whole conversation, in order.")
+    turns: list[Turn] = Field(default_factory=list, repr=False)
     total_reward: float = 0.0
     success: bool | None = None
     terminated: bool = False
@@ -129,3 +134,8 @@ class Trajectory(Record):
     def num_turns(self) -> int:
         """Number of agent steps taken."""
         return len(self.turns)
+
+    def prompt(self, turn: int | Turn) -> list[Message]:
+        """The chat messages the policy was given at `turn`."""
+        record = self.turns[turn] if isinstance(turn, int) else turn
+        return [self.messages[i] for i in record.prompt_messages]

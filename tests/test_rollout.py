@@ -27,13 +27,17 @@ def test_plan_episodes_cycles_tasks_and_forms_groups() -> None:
 
 
 def test_history_window_keeps_the_goal_and_the_last_exchanges() -> None:
-    h = ChatHistory("rules", "goal")
+    messages: list[Message] = []
+    h = ChatHistory(messages, "rules", "goal")
     for i in range(4):
         h.add(f"a{i}", f"o{i}")
-    assert [m.content for m in h.window(None)] == ["rules", "goal", "a0", "o0", "a1", "o1", "a2", "o2", "a3", "o3"]
+    assert [m.content for m in messages] == ["rules", "goal", "a0", "o0", "a1", "o1", "a2", "o2", "a3", "o3"]
+    assert [m.content for m in h.window(None)] == [m.content for m in messages]
+    assert h.window_indices(1) == [0, 1, 8, 9]
     assert [m.content for m in h.window(1)] == ["rules", "goal", "a3", "o3"]
     assert [m.content for m in h.window(0)] == ["rules", "goal"]
-    assert [m.content for m in h.window(9)] == [m.content for m in h.window(None)]
+    assert h.window_indices(9) == list(range(10))
+    assert ChatHistory([], "", "goal").window_indices(None) == [0]  # no system message without instructions
 
 
 async def test_results_in_job_order_and_every_trajectory_to_callbacks() -> None:
@@ -118,8 +122,11 @@ async def test_engine_max_turns_and_history_window_shape_the_prompts() -> None:
     (traj,) = await RolloutEngine(lambda: CountdownEnv(), ScriptedPolicy(["x", "y", "z", "w"]), cfg).run(
         plan_episodes(["count-4"], 1))
     assert traj.num_turns == 3 and traj.truncated and not traj.terminated
-    assert [len(t.prompt) for t in traj.turns] == [2, 4, 4]
-    assert traj.turns[2].prompt[2].content == "y" and traj.sampling.max_tokens == 5
+    assert [len(traj.prompt(t)) for t in traj.turns] == [2, 4, 4]
+    assert traj.prompt(2)[2].content == "y" and traj.sampling.max_tokens == 5
+    # The conversation is stored once, whole: system, goal, then every reply and observation.
+    assert [m.role for m in traj.messages] == ["system", "user"] + ["assistant", "user"] * 3
+    assert [m.content for m in traj.messages[2::2]] == ["x", "y", "z"]
     assert [t.signals["valid_action"] for t in traj.turns] == [False, False, False]
 
 

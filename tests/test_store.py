@@ -16,7 +16,7 @@ from agentgym.types import ErrorRecord, Message, PolicyInfo, SamplingParams, Tra
 
 def make_traj(i: int, *, with_tokens: bool = True) -> Trajectory:
     turns = [
-        Turn(index=k, prompt=[Message(role="system", content="rules"), Message(role="user", content=f"obs {k}")],
+        Turn(index=k, prompt_messages=[0, 2 * k + 1],
              completion=f"act {k}", action=f"act {k}", observation=f"obs {k + 1}", reward=0.5 * k,
              prompt_token_ids=[1, 2, 3] if with_tokens else None,
              completion_token_ids=[7, 8] if with_tokens else None,
@@ -24,8 +24,11 @@ def make_traj(i: int, *, with_tokens: bool = True) -> Trajectory:
              signals={"valid_action": k % 2 == 0, "progress": k / 3}, prompt_tokens=3, completion_tokens=2)
         for k in range(3)
     ]
+    messages = [Message(role="system", content="rules"), Message(role="user", content="obs 0")]
+    for k in range(3):
+        messages += [Message(role="assistant", content=f"act {k}"), Message(role="user", content=f"obs {k + 1}")]
     return Trajectory(
-        trajectory_id=f"t{i}", env_id="toy", task_id=f"task-{i}", seed=i, group_id=f"task-{i}:{i}",
+        messages=messages, trajectory_id=f"t{i}", env_id="toy", task_id=f"task-{i}", seed=i, group_id=f"task-{i}:{i}",
         policy=PolicyInfo(kind="scripted"), sampling=SamplingParams(), turns=turns, total_reward=1.5,
         success=i % 2 == 0, terminated=True, started_at=time.time(),
         error=ErrorRecord(type="RuntimeError", message="x", traceback="tb", where="env") if i == 1 else None,
@@ -43,6 +46,7 @@ def test_round_trip_and_append_never_truncates(tmp_path: Path) -> None:
     assert [t.trajectory_id for t in back] == ["t0", "t1", "t2"]
     assert back[0] == make_traj(0).model_copy(update={"started_at": back[0].started_at})
     assert back[1].error.where == "env" and back[2].turns[0].completion_token_ids is None
+    assert [m.content for m in back[0].prompt(2)] == ["rules", "obs 2"]
 
 
 def test_each_trajectory_is_on_disk_before_write_returns(tmp_path: Path) -> None:
@@ -93,4 +97,5 @@ def test_parquet_export_loads_in_pyarrow_and_datasets(tmp_path: Path) -> None:
     assert ds[0]["turns"][1]["completion_logprobs"] == [-0.25, -1.5]
     assert ds[2]["turns"][0]["completion_token_ids"] is None
     assert ds[1]["error_type"] == "RuntimeError" and ds[0]["success"] is True
-    assert ds[0]["turns"][2]["prompt"][1] == {"role": "user", "content": "obs 2"}
+    assert ds[0]["turns"][2]["prompt_messages"] == [0, 5]
+    assert ds[0]["messages"][5] == {"role": "user", "content": "obs 2"}

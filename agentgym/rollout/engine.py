@@ -169,13 +169,14 @@ class RolloutEngine:
         observation, info = await env_call(lambda: env.reset(seed=job.seed, options={"task": job.task_id}))
         traj.instructions = info.get("instructions") or ""
         traj.initial_observation = observation
-        history = ChatHistory(traj.instructions, observation)
+        history = ChatHistory(traj.messages, traj.instructions, observation)
         tools = info.get("tools")
         context = EpisodeContext(episode_id=traj.trajectory_id, task_id=job.task_id, turn=0, reset_info=info)
         turn = 0
         while True:
             context.turn = turn
-            prompt = history.window(cfg.history_turns)
+            window = history.window_indices(cfg.history_turns)
+            prompt = [traj.messages[i] for i in window]
             started = time.perf_counter()
             completion = await asyncio.wait_for(self.policy.act(prompt, tools, cfg.sampling, context), cfg.turn_timeout_s)
             policy_seconds = time.perf_counter() - started
@@ -185,7 +186,7 @@ class RolloutEngine:
             turn += 1
             cut = not (terminated or truncated) and cfg.max_turns is not None and turn >= cfg.max_turns
             traj.turns.append(Turn(
-                index=turn - 1, prompt=prompt, completion=completion.text, action=completion.text,
+                index=turn - 1, prompt_messages=window, completion=completion.text, action=completion.text,
                 prompt_token_ids=completion.prompt_token_ids, completion_token_ids=completion.token_ids,
                 completion_logprobs=completion.logprobs, finish_reason=completion.finish_reason,
                 prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
@@ -193,12 +194,12 @@ class RolloutEngine:
                 truncated=bool(truncated or cut), signals=info.get("signals") or {},
                 policy_seconds=policy_seconds, env_seconds=env_seconds,
             ))
+            history.add(completion.text, observation)
             if terminated or truncated or cut:
                 traj.terminated, traj.truncated = bool(terminated), bool(truncated or cut)
                 traj.success = info.get("success")
                 traj.final_info = {k: v for k, v in info.items() if k in ("success", "task_id", "signals")}
                 return
-            history.add(completion.text, observation)
 
 
 def _env_thread() -> ThreadPoolExecutor:
