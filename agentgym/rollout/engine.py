@@ -1,9 +1,8 @@
 """The rollout engine: plays many episodes at once and records each as a Trajectory.
 
 One fixed driver (`run_episode`) serves every env and policy. Policy calls are asyncio
-coroutines; env calls block, so each worker runs its env in a thread of its own. One
-thread per env means an env is never touched by two threads at once: a close after an
-interrupt waits for the step in flight (game engines written in C crash otherwise).
+coroutines; env calls block, so each worker runs its env in a thread of its own
+(`EnvThread`).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentgym.env import TextEnv
 from agentgym.policies.base import EpisodeContext, Policy
+from agentgym.rollout.env_thread import EnvThread
 from agentgym.rollout.prompts import ChatHistory
 from agentgym.types import ErrorRecord, SamplingParams, Trajectory, Turn
 
@@ -103,30 +102,29 @@ class RolloutEngine:
         return [r for r in results if r is not None]
 
     async def _worker(self, queue: asyncio.Queue[tuple[int, EpisodeJob]], results: list[Trajectory | None]) -> None:
-        loop = asyncio.get_running_loop()
         env: TextEnv | None = None
-        thread = _env_thread()
+        thread = EnvThread()
         try:
             while not queue.empty():
                 index, job = queue.get_nowait()
                 if env is None:
-                    env = await loop.run_in_executor(thread, self.env_factory)
+                    env = await thread.call(self.env_factory)
                 trajectory, healthy = await self._play(env, job, thread)
                 if not healthy:
                     # The env may still be busy in its thread (a timeout): close it there once it is
                     # done, and give the next env a fresh thread rather than wait.
                     thread.submit(_close_quietly, env)
-                    thread.shutdown(wait=False)
-                    env, thread = None, _env_thread()
+                    thread.stop()
+                    env, thread = None, EnvThread()
                 results[index] = trajectory
                 for callback in self.callbacks:
                     callback(trajectory)
         finally:
             if env is not None:
                 thread.submit(_close_quietly, env)  # queued behind any step still running
-            thread.shutdown(wait=False)
+            thread.stop()
 
-    async def _play(self, env: TextEnv, job: EpisodeJob, thread: ThreadPoolExecutor) -> tuple[Trajectory, bool]:
+    async def _play(self, env: TextEnv, job: EpisodeJob, thread: EnvThread) -> tuple[Trajectory, bool]:
         """One episode under the episode timeout; returns the trajectory and whether the env is reusable."""
         traj = Trajectory(
             trajectory_id=uuid.uuid4().hex, env_id=self.env_id, env_kwargs=self.env_kwargs,
@@ -155,14 +153,13 @@ class RolloutEngine:
         traj.total_reward = sum(t.reward for t in traj.turns)
         return traj, healthy
 
-    async def _drive(self, env: TextEnv, job: EpisodeJob, traj: Trajectory, thread: ThreadPoolExecutor) -> None:
+    async def _drive(self, env: TextEnv, job: EpisodeJob, traj: Trajectory, thread: EnvThread) -> None:
         """reset, then policy → step until the episode ends; fills `traj` as it goes."""
         cfg = self.config
-        loop = asyncio.get_running_loop()
 
         async def env_call(fn: Callable[..., Any], *args: Any) -> Any:
             try:
-                return await asyncio.wait_for(loop.run_in_executor(thread, fn, *args), cfg.turn_timeout_s)
+                return await asyncio.wait_for(thread.call(fn, *args), cfg.turn_timeout_s)
             except Exception as exc:
                 raise _EnvBroken(str(exc)) from exc
 
@@ -200,11 +197,6 @@ class RolloutEngine:
                 traj.success = info.get("success")
                 traj.final_info = {k: v for k, v in info.items() if k in ("success", "task_id", "signals")}
                 return
-
-
-def _env_thread() -> ThreadPoolExecutor:
-    """The single thread that one env lives in."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentgym-env")
 
 
 def _close_quietly(env: TextEnv) -> None:
