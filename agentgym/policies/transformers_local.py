@@ -98,6 +98,10 @@ class TransformersPolicy(Policy):
                 return
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            # Its per-tensor "Loading weights" bars would interleave with the rollout progress bar.
+            hf_logging.disable_progress_bar()
 
             if self.torch_threads is not None:
                 torch.set_num_threads(self.torch_threads)  # process-wide: torch has one intra-op pool

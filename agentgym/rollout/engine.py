@@ -32,7 +32,11 @@ class RolloutConfig(BaseModel):
 
     concurrency: int = Field(4, ge=1, description="Episodes played at once (one env instance each).")
     max_turns: int | None = Field(None, ge=1, description="Engine-side cap on turns; None leaves it to the env.")
-    history_turns: int | None = Field(None, ge=0, description="Past exchanges kept in the prompt; None keeps all.")
+    history_turns: int | None = Field(
+        4, ge=0,
+        description="Past exchanges kept in the prompt besides the instructions and the first observation; None keeps all. "
+        "A window keeps prompt cost flat: with the whole history an in-process model re-reads every earlier turn each turn.",
+    )
     turn_timeout_s: float | None = Field(600.0, gt=0, description="Limit on one policy call plus one env step.")
     episode_timeout_s: float | None = Field(None, gt=0, description="Limit on a whole episode.")
     sampling: SamplingParams = Field(default_factory=SamplingParams)

@@ -57,7 +57,7 @@ class TextWorldEnv(TextEnv):
         difficulty: str = "easy",
         num_games: int = DEFAULT_NUM_GAMES,
         games_seed: int = 0,
-        max_turns: int = 30,
+        max_turns: int = 20,
         show_admissible: bool = True,
         cache: str | None = None,
         render_mode: str | None = None,
