@@ -14,9 +14,7 @@ def build_policy(cfg: PolicyConfig) -> Policy:
     if cfg.kind == "openai":
         from agentgym.policies.openai_http import OpenAIPolicy
 
-        assert cfg.base_url and cfg.model  # guaranteed by PolicyConfig's validator
-        return OpenAIPolicy(cfg.base_url, cfg.model, cfg.api_key)
+        return OpenAIPolicy(str(cfg.base_url), str(cfg.model), cfg.api_key)  # both present: PolicyConfig checks
     from agentgym.policies.transformers_local import TransformersPolicy
 
-    assert cfg.model
-    return TransformersPolicy(cfg.model, dtype=cfg.dtype, max_batch_size=cfg.max_batch_size)
+    return TransformersPolicy(str(cfg.model), dtype=cfg.dtype, max_batch_size=cfg.max_batch_size)
