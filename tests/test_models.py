@@ -28,7 +28,7 @@ def test_non_gguf_file_and_dir_without_config_are_refused(tmp_path: Path) -> Non
         resolve_model(str(tmp_path), cache=tmp_path)
 
 
-def test_hf_dir_is_returned_as_is(tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_hf_dir_is_returned_as_is(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert resolve_model(str(tiny_model_dir), cache=tmp_path) == tiny_model_dir.resolve()
     assert not (tmp_path / "models").exists()  # nothing converted, nothing cached
 

@@ -52,7 +52,7 @@ def serving_pids(port: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_reply_model_dir: Path) -> Iterator[VLLMServer]:  # noqa: F811
+def server(tiny_reply_model_dir: Path) -> Iterator[VLLMServer]:
     """One vLLM server on the tiny reply model for the module."""
     with VLLMServer(tiny_reply_model_dir, name="tiny", port=0, startup_timeout=600) as s:
         yield s
@@ -67,7 +67,7 @@ def test_models_route_lists_the_served_name(server: VLLMServer) -> None:
 
 @pytest.mark.slow
 def test_chat_completion_returns_token_ids_and_raw_logprobs(
-    server: VLLMServer, tiny_reply_model_dir: Path  # noqa: F811
+    server: VLLMServer, tiny_reply_model_dir: Path
 ) -> None:
     client = openai.OpenAI(base_url=server.base_url, api_key="unused")
     reply = client.chat.completions.create(
@@ -124,7 +124,7 @@ def test_a_server_that_dies_fails_fast_with_its_log(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_serve_prints_the_url_and_stops_on_sigterm(tiny_reply_model_dir: Path) -> None:  # noqa: F811
+def test_serve_prints_the_url_and_stops_on_sigterm(tiny_reply_model_dir: Path) -> None:
     port = free_port()
     code = f"from agentgym.serve import serve; serve({str(tiny_reply_model_dir)!r}, port={port})"
     proc = subprocess.Popen(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -39,13 +40,19 @@ def teacher_forced_logprobs(model_dir: Path, prompt_ids: list[int], completion_i
     return torch.log_softmax(logits[len(prompt_ids) - 1 : -1].float(), dim=-1)
 
 
-@pytest.fixture()
-async def policy(tiny_model_dir: Path):  # noqa: F811
-    """A float32 policy on the random tiny model that waits long enough to batch everything sent at once."""
-    p = TransformersPolicy(str(tiny_model_dir), dtype="float32", max_batch_size=4, batch_wait_ms=50)
+async def _started(model_dir: Path, max_batch_size: int) -> AsyncIterator[TransformersPolicy]:
+    """A loaded float32 policy that waits long enough to batch everything sent at once; closed afterwards."""
+    p = TransformersPolicy(str(model_dir), dtype="float32", max_batch_size=max_batch_size, batch_wait_ms=50)
     await p.check()
     yield p
     await p.aclose()
+
+
+@pytest.fixture()
+async def policy(tiny_model_dir: Path) -> AsyncIterator[TransformersPolicy]:
+    """The random tiny model, batches of at most 4."""
+    async for p in _started(tiny_model_dir, max_batch_size=4):
+        yield p
 
 
 async def test_concurrent_acts_share_generate_calls(policy: TransformersPolicy) -> None:
@@ -74,7 +81,7 @@ async def test_different_sampling_params_are_not_mixed(policy: TransformersPolic
     ids=["greedy", "sampled"],
 )
 async def test_token_ids_and_logprobs_match_teacher_forcing(
-    policy: TransformersPolicy, tiny_model_dir: Path, sampling: SamplingParams  # noqa: F811
+    policy: TransformersPolicy, tiny_model_dir: Path, sampling: SamplingParams
 ) -> None:
     # Prompts of different lengths share one left-padded batch; logprobs must still be the raw model's.
     results = await asyncio.gather(*(policy.act(chat(p), sampling=sampling) for p in PROMPTS[:3]))
@@ -91,7 +98,7 @@ async def test_token_ids_and_logprobs_match_teacher_forcing(
         assert result.text == policy.tokenizer.decode(result.token_ids, skip_special_tokens=True)
 
 
-async def test_greedy_is_deterministic_and_batch_independent(tiny_model_dir: Path) -> None:  # noqa: F811
+async def test_greedy_is_deterministic_and_batch_independent(tiny_model_dir: Path) -> None:
     batched_policy = TransformersPolicy(str(tiny_model_dir), dtype="float32", max_batch_size=8, batch_wait_ms=50)
     single_policy = TransformersPolicy(str(tiny_model_dir), dtype="float32", max_batch_size=1)
     try:
@@ -120,12 +127,10 @@ async def test_seeded_sampling_repeats(policy: TransformersPolicy) -> None:
 
 
 @pytest.fixture()
-async def reply_policy(tiny_reply_model_dir: Path):  # noqa: F811
-    """A float32 policy on the tiny model that always answers TINY_REPLY."""
-    p = TransformersPolicy(str(tiny_reply_model_dir), dtype="float32", max_batch_size=8, batch_wait_ms=50)
-    await p.check()
-    yield p
-    await p.aclose()
+async def reply_policy(tiny_reply_model_dir: Path) -> AsyncIterator[TransformersPolicy]:
+    """The tiny model that always answers TINY_REPLY, batches of at most 8."""
+    async for p in _started(tiny_reply_model_dir, max_batch_size=8):
+        yield p
 
 
 async def test_eos_ends_the_completion(reply_policy: TransformersPolicy) -> None:
@@ -176,7 +181,7 @@ async def test_stop_string_cuts_text_and_tokens(reply_policy: TransformersPolicy
     assert results[3].text == TINY_REPLY  # a stop string that never appears changes nothing
 
 
-async def test_describe_and_bad_arguments(tiny_model_dir: Path) -> None:  # noqa: F811
+async def test_describe_and_bad_arguments(tiny_model_dir: Path) -> None:
     info = TransformersPolicy(str(tiny_model_dir)).describe()
     assert (info.kind, info.model) == ("transformers", str(tiny_model_dir))
     with pytest.raises(ValueError, match="dtype"):
