@@ -1,4 +1,4 @@
-"""The `agentgym` command line: envs, eval, serve, textworld games, trajectory export."""
+"""The `agentgym` command line: envs, eval, train, sft, plot, serve, textworld games, trajectory export."""
 
 from __future__ import annotations
 
@@ -143,6 +143,115 @@ def _run_eval(cfg: Any, *, quiet: bool) -> None:
         raise typer.Exit(130) from None
     out_console.print(render_markdown(summary))
     out_console.print(f"trajectories: {out_dir / 'trajectories.jsonl'}")
+
+
+@app.command("train")
+def train_command(
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="Config overrides KEY=VALUE, dotted for nesting (update.lr=1e-5).")] = None,
+    env: Annotated[Optional[str], typer.Option("--env", help="Env id (see `agentgym envs list`).")] = None,
+    algo: Annotated[Optional[str], typer.Option(help="grpo | rloo | ppo.")] = None,
+    epo: Annotated[Optional[bool], typer.Option("--epo/--no-epo", help="EPO entropy regularisation and smoothing.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Alias, HF directory (e.g. an `agentgym sft` output) or .gguf.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="A running vLLM server to roll out on and update (default: start one).")] = None,
+    rollout: Annotated[Optional[str], typer.Option(help="vllm | inprocess.")] = None,
+    lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (rank 16) instead of all weights.")] = False,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
+    env_opt: Annotated[Optional[list[str]], typer.Option("--env-opt", help="Env option KEY=VALUE (repeatable).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML TrainConfig (configs/train-*.yaml); flags override it.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/train-<env>-<time>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+) -> None:
+    """Train a policy with RL on an env: rollouts → rewards → advantages → update → weight sync → eval → checkpoint."""
+    from agentgym.config import build_config, deep_merge, dotted_overrides, load_yaml, parse_key_values
+    from agentgym.trainers.config import TrainConfig
+    from agentgym.trainers.loop import Trainer
+
+    if resume:
+        if out is None:
+            raise AgentGymError("--resume needs --out RUN_DIR (the run to continue)")
+        if not (out / "config.yaml").is_file():
+            raise AgentGymError(f"nothing to resume: {out} holds no training run (no config.yaml)")
+        # The run's own config decides; flags may only extend it (e.g. more steps).
+        data = load_yaml(out / "config.yaml")
+    else:
+        data = load_yaml(config) if config else {}
+    flags: dict[str, Any] = {
+        "env": env, "algo": algo, "model": model, "base_url": base_url, "rollout_backend": rollout, "steps": steps,
+        "out": str(out) if out else None, "env_kwargs": parse_key_values(env_opt or [], "--env-opt"),
+        "update": {"epo": {"enabled": epo}},
+    }
+    if lora:
+        flags["lora"] = {}
+    data = deep_merge(deep_merge(data, _drop_none(flags)), dotted_overrides(overrides or []))
+    if "env" not in data:
+        raise AgentGymError("say which env to train on: --env ID (see `agentgym envs list`)")
+    cfg = build_config(TrainConfig, data)
+    import agentgym
+
+    agentgym.spec(cfg.env)  # an unknown env fails here, before a model loads
+    run_dir = Path(cfg.out or f"runs/train-{cfg.env}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from agentgym.serve import terminate_as_interrupt
+
+    try:
+        with terminate_as_interrupt():
+            result = Trainer(cfg, run_dir, resume=resume, console=err_console, show_progress=not quiet).run()
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: trajectories and the last checkpoint are in {run_dir}; continue with --resume --out {run_dir}")
+        raise typer.Exit(130) from None
+    for step, summary in sorted(result.evals.items()):
+        low, high = summary.success_ci95
+        out_console.print(f"held-out success after step {step}: {summary.success_rate:.3f} (95% CI {low:.3f}–{high:.3f})")
+    out_console.print(f"run directory: {run_dir}  (plot it with: agentgym plot {run_dir})")
+
+
+@app.command("sft")
+def sft_command(
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="Config overrides KEY=VALUE, dotted for nesting.")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="trajectories.jsonl to learn from (repeatable).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model to fine-tune: alias, HF directory or .gguf.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the data.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (merged into the saved model).")] = False,
+    all_trajectories: Annotated[bool, typer.Option("--all", help="Also train on trajectories that did not succeed.")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="YAML SFTConfig; flags override it.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory; the model is saved to OUT/model.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+) -> None:
+    """Supervised warm start on recorded trajectories (e.g. walkthroughs), in the trainer's masked format."""
+    from agentgym.config import build_config, deep_merge, dotted_overrides, load_yaml
+    from agentgym.trainers.config import SFTConfig
+    from agentgym.trainers.sft import run_sft
+
+    cfg_data = load_yaml(config) if config else {}
+    flags: dict[str, Any] = {
+        "data": [str(p) for p in data] if data else None, "model": model, "epochs": epochs,
+        "update": {"lr": lr}, "out": str(out) if out else None, "only_success": False if all_trajectories else None,
+    }
+    if lora:
+        flags["lora"] = {}
+    cfg_data = deep_merge(deep_merge(cfg_data, _drop_none(flags)), dotted_overrides(overrides or []))
+    if not cfg_data.get("data"):
+        raise AgentGymError("say what to learn from: --data TRAJECTORIES.jsonl (e.g. from agentgym eval --policy walkthrough)")
+    cfg = build_config(SFTConfig, cfg_data)
+    run_dir = Path(cfg.out or f"runs/sft-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = run_sft(cfg, run_dir, console=err_console, show_progress=not quiet)
+    out_console.print(
+        f"SFT: {result.steps} steps on {result.samples} turns in {result.seconds:.0f} s, final loss {result.final_loss:.3f}"
+    )
+    out_console.print(f"model: {result.model_dir}  (train from it with: agentgym train --model {result.model_dir} ...)")
+
+
+@app.command("plot")
+def plot_command(
+    run_dir: Annotated[Path, typer.Argument(help="A training run directory (holds metrics.jsonl).")],
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the PNGs (default RUN_DIR/plots).")] = None,
+) -> None:
+    """Write PNG plots of success rate, reward, entropy, KL and clip fraction over training steps."""
+    from agentgym.plotting import plot_run
+
+    for path in plot_run(run_dir, out):
+        out_console.print(str(path))
 
 
 @app.command("serve")

@@ -93,6 +93,21 @@ def parse_key_values(pairs: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def dotted_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["update.lr=1e-5", "steps=3"]` → `{"update": {"lr": 1e-05}, "steps": 3}`, for KEY=VALUE overrides of nested configs."""
+    out: dict[str, Any] = {}
+    for key, value in parse_key_values(pairs, "override").items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise AgentGymError(f"override {key!r} conflicts with another override of {part!r}")
+            node = child
+        node[leaf] = value
+    return out
+
+
 def build_config(model: type[BaseModel], data: dict[str, Any]) -> Any:
     """Validate `data` into `model`, turning pydantic's report into one readable error."""
     try:

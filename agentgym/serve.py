@@ -229,7 +229,7 @@ def _state(pid: int) -> str:
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt while serving, so both end the server the same way."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -256,7 +256,7 @@ def serve(
         raise PolicyError(_NO_VLLM)
     model_dir = resolve_model(model, cache)
     server = VLLMServer(model_dir, name=model, host=host, port=port, dtype=dtype)
-    with _terminate_as_interrupt():
+    with terminate_as_interrupt():
         try:
             server.start()
             print(server.base_url, flush=True)

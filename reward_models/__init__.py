@@ -1,4 +1,8 @@
-"""Reward models that turn a trajectory into per-turn rewards (outcome, G-RA, IGPO, SPA).
+"""Reward models: trajectory → per-turn rewards. The trainer calls one on every trajectory it trains on.
 
-Not built yet; the reward-model issue fills this package.
+`EnvReward` passes the env's own rewards through; G-RA, IGPO and SPA come with the reward-model issue.
 """
+
+from agentgym.reward_models.env_reward import EnvReward
+
+__all__ = ["EnvReward"]

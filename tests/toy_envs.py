@@ -46,3 +46,36 @@ class CountdownEnv(TextEnv):
             terminated=won, success=True if won else None, signals={"valid_action": True},
             admissible_actions=["down"],
         )
+
+
+class LetterEnv(TextEnv):
+    """Two turns; each reply containing the letter `letter` earns 1. A random tiny model scores 0, 1 or 2 by chance.
+
+    Rewards vary between rollouts of the same task, so group baselines give non-zero
+    advantages: what trainer smoke tests need from an untrained model.
+    """
+
+    def __init__(self, letter: str = "e", turns: int = 2, num_tasks: int = 3, max_turns: int = 10) -> None:
+        super().__init__(max_turns=max_turns)
+        self.letter = letter
+        self.turns = turns
+        self.num_tasks = num_tasks
+        self.taken = 0
+        self.score = 0.0
+
+    def task_ids(self) -> Sequence[str]:
+        return [f"letter-{i}" for i in range(self.num_tasks)]
+
+    def start(self, task_id: str) -> EpisodeStart:
+        self.taken, self.score = 0, 0.0
+        return EpisodeStart(observation=f"task {task_id}: say something", instructions=f"Use the letter {self.letter}.")
+
+    def act(self, action: str) -> StepOutcome:
+        self.taken += 1
+        reward = 1.0 if self.letter in action else 0.0
+        self.score += reward
+        done = self.taken >= self.turns
+        return StepOutcome(
+            observation="again" if not done else "over", reward=reward, terminated=done,
+            success=(self.score == self.turns) if done else None, signals={"valid_action": True},
+        )

@@ -1,4 +1,7 @@
-"""Trainers: advantages, losses, the training loop and weight sync.
+"""Trainers: trajectories → training sequences → advantages → policy updates, and the loop around them.
 
-Not built yet; the trainer issue fills this package.
+Modules: `objectives` (every RL formula, once), `batches` (token ids and loss masks),
+`policy_model` (the trained model), `update` (one optimisation step), `checkpoint`,
+`weight_sync` (pushing weights to the rollout server), `run_log` (metrics.jsonl and
+TensorBoard), `loop` (`agentgym train`) and `sft` (`agentgym sft`).
 """

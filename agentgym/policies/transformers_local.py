@@ -85,6 +85,7 @@ class TransformersPolicy(Policy):
         self.tokenizer: Any = None
         self._eos_ids: list[int] = []
         self._load_lock = threading.Lock()
+        self._weights_lock = threading.Lock()  # held while generating and while weights are replaced
         self._queue: asyncio.Queue[_Request] | None = None
         self._batcher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,6 +124,10 @@ class TransformersPolicy(Policy):
             self._eos_ids = sorted(eos_ids)
             self.tokenizer = tokenizer
             self.model = model  # set last: other threads test it to see whether loading finished
+
+    def weights_lock(self) -> threading.Lock:
+        """The lock that `generate` holds: take it to replace the model's weights between generations."""
+        return self._weights_lock
 
     async def check(self) -> None:
         """Load the model (in a worker thread); raises ModelNotFoundError/PolicyError if it cannot be."""
@@ -262,7 +267,7 @@ class TransformersPolicy(Policy):
         if sampling.stop:
             kwargs["stopping_criteria"] = [_StopStrings(tokenizer, sampling.stop, encoded["input_ids"].shape[1])]
         seed_lock = _SEED_LOCK if sampling.seed is not None else contextlib.nullcontext()
-        with seed_lock, torch.inference_mode():
+        with seed_lock, self._weights_lock, torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             out = self.model.generate(**encoded, **kwargs)

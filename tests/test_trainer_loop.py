@@ -1,0 +1,198 @@
+"""`agentgym train` end to end on a tiny model: each algorithm, EPO, checkpoints, resume after kill -9, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import agentgym
+from agentgym.errors import AgentGymError
+from agentgym.store import read_trajectories
+from agentgym.trainers.checkpoint import latest_checkpoint, read_state
+from agentgym.trainers.config import TrainConfig
+from agentgym.trainers.loop import Trainer, step_jobs
+from agentgym.trainers.run_log import read_metrics
+
+TOY = "toy-letter"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _toy_env() -> None:
+    if TOY not in {s.id for s in agentgym.list_envs()}:
+        agentgym.register(TOY, "tests.toy_envs:LetterEnv", description="trainer smoke-test env")
+
+
+def _config(model: Path, out: Path, **overrides: object) -> TrainConfig:
+    data: dict = {
+        "env": TOY, "model": str(model), "rollout_backend": "inprocess", "steps": 2, "tasks_per_step": 2,
+        "samples_per_task": 4, "eval_episodes": 4, "out": str(out),
+        "rollout": {"concurrency": 4, "sampling": {"temperature": 1.0, "max_tokens": 6}},
+        "update": {"lr": 1e-3, "precision": "fp32"},
+    }
+    for key, value in overrides.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return TrainConfig.model_validate(data)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"algo": "grpo"}, {"algo": "rloo"}, {"algo": "ppo", "update.epochs": 2}, {"algo": "grpo", "update.epo.enabled": True}],
+    ids=["grpo", "rloo", "ppo-clip", "grpo-epo"],
+)
+def test_each_algorithm_trains_end_to_end(tiny_model_dir: Path, tmp_path: Path, overrides: dict) -> None:
+    cfg = _config(tiny_model_dir, tmp_path / "run", **overrides)
+    result = Trainer(cfg, tmp_path / "run", show_progress=False).run()
+    assert result.steps == 2
+    metrics = read_metrics(tmp_path / "run")
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert m["rollout/episodes"] == 8
+        for key in ("policy/entropy", "policy/clip_fraction", "time/rollout", "time/update", "time/sync"):
+            assert m[key] is not None, key
+    if overrides.get("update.epo.enabled"):
+        assert metrics[-1]["loss/entropy_bonus"] > 0 and "loss/entropy_smoothing" in metrics[-1]
+    assert metrics[-1]["eval/success_rate"] is not None
+    assert (tmp_path / "run" / "eval" / "step-000002" / "summary.json").is_file()
+    # Every rollout is stored, with the token ids training used.
+    trajs = read_trajectories(tmp_path / "run" / "trajectories" / "step-000001.jsonl")
+    assert len(trajs) == 8 and all(t.turns[0].completion_token_ids for t in trajs)
+    ckpt = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert ckpt is not None and read_state(ckpt).step == 2
+    before, after = _weights(tiny_model_dir), _weights(ckpt / "model")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_step_jobs_are_a_function_of_seed_and_step() -> None:
+    cfg = TrainConfig(env=TOY, tasks_per_step=2, samples_per_task=3)
+    tasks = ["a", "b", "c", "d"]
+    assert step_jobs(tasks, cfg, 4) == step_jobs(list(reversed(tasks)), cfg, 4)
+    assert step_jobs(tasks, cfg, 4) != step_jobs(tasks, cfg, 5)
+    jobs = step_jobs(tasks, cfg, 0)
+    assert len(jobs) == 6 and len({j.group_id for j in jobs}) == 2
+
+
+def test_a_run_directory_is_never_overwritten(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_model_dir, tmp_path / "run", steps=1, eval_episodes=0)
+    Trainer(cfg, tmp_path / "run", show_progress=False).run()
+    with pytest.raises(AgentGymError, match="already holds a training run"):
+        Trainer(cfg, tmp_path / "run", show_progress=False).run()
+    with pytest.raises(AgentGymError, match="nothing to resume"):
+        Trainer(cfg, tmp_path / "other", resume=True, show_progress=False).run()
+
+
+def test_bad_configs_are_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="samples_per_task must be at least 2"):
+        TrainConfig(env=TOY, algo="grpo", samples_per_task=1)
+    with pytest.raises(ValueError, match="base_url needs rollout_backend vllm"):
+        TrainConfig(env=TOY, rollout_backend="inprocess", base_url="http://x/v1")
+
+
+def _agentgym(*args: str, **kwargs: object) -> subprocess.Popen:
+    script = (
+        "import agentgym, sys; agentgym.register('toy-letter', 'tests.toy_envs:LetterEnv'); "
+        "from agentgym.cli import main; sys.argv = ['agentgym'] + sys.argv[1:]; main()"
+    )
+    return subprocess.Popen([sys.executable, "-c", script, *args], cwd=Path(__file__).parents[1], **kwargs)  # type: ignore[call-overload]
+
+
+def test_resume_after_kill_9_loses_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--env", TOY, "--model", str(tiny_model_dir), "--rollout", "inprocess", "--steps", "4",
+            "--out", str(run), "--quiet", "tasks_per_step=2", "samples_per_task=4", "eval_episodes=0",
+            "rollout.sampling.max_tokens=6", "update.precision=fp32", "update.lr=1e-3",
+            # Slow episodes, so the kill lands in the middle of a step's rollouts.
+            "env_kwargs.turns=3"]
+    proc = _agentgym(*args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while latest_checkpoint(run / "checkpoints") is None:  # wait for step 1's checkpoint...
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        step2 = run / "trajectories" / "step-000002.jsonl"
+        while not step2.exists() or step2.stat().st_size == 0:  # ...and for step 2 to record an episode
+            assert proc.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    recorded_before = {t.trajectory_id for t in read_trajectories(step2)}
+    assert recorded_before
+    done_before = read_state(latest_checkpoint(run / "checkpoints")).step  # type: ignore[arg-type]
+    assert done_before in (1, 2)
+
+    resumed = _agentgym(*args, "--resume", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out.decode()
+    assert f"resuming from" in out.decode()
+    state = read_state(latest_checkpoint(run / "checkpoints"))  # type: ignore[arg-type]
+    assert state.step == 4 and len(state.entropy_history) == 4
+    # Every episode finished before the kill is still there, and was reused rather than replayed.
+    after = read_trajectories(step2)
+    assert recorded_before <= {t.trajectory_id for t in after}
+    assert len(after) == 8
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    assert len(lines) >= 4
+
+
+def test_plot_command_writes_pngs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_model_dir, tmp_path / "run", steps=2, eval_episodes=0)
+    Trainer(cfg, tmp_path / "run", show_progress=False).run()
+    proc = _agentgym("plot", str(tmp_path / "run"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out.decode()
+    pngs = {p.name for p in (tmp_path / "run" / "plots").glob("*.png")}
+    assert {"success_rate.png", "entropy.png", "clip_fraction.png", "summary.png"} <= pngs
+
+
+@pytest.mark.slow
+def test_training_against_a_vllm_server_keeps_it_at_the_trainers_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Rollouts come from a real vLLM server; after training its logprobs are the final checkpoint's."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from agentgym.serve import VLLMServer
+    from agentgym.trainers.weight_sync import score_prompt_logprobs
+
+    served = tmp_path / "served"
+    shutil.copytree(tiny_model_dir, served)
+    with VLLMServer(served, name="tiny", startup_timeout=600) as server:
+        ids = list(range(10, 40))
+        before = score_prompt_logprobs(server.base_url, "tiny", ids)
+        cfg = _config(served, tmp_path / "run", rollout_backend="vllm", base_url=server.base_url, served_model="tiny",
+                      steps=2, eval_episodes=0)
+        Trainer(cfg, tmp_path / "run", show_progress=False).run()
+        after = score_prompt_logprobs(server.base_url, "tiny", ids)
+    model = AutoModelForCausalLM.from_pretrained(latest_checkpoint(tmp_path / "run" / "checkpoints") / "model",  # type: ignore[operator]
+                                                 dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    expected = torch.log_softmax(logits, -1)[:-1].gather(-1, torch.tensor(ids[1:]).unsqueeze(-1)).squeeze(-1)
+    # float32 on both sides: the server matched the trainer to ~5e-7 in tests/test_weight_sync.py.
+    assert max(abs(a - e) for a, e in zip(after, expected.tolist(), strict=True)) < 1e-3
+    assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-3
+    trajs = read_trajectories(tmp_path / "run" / "trajectories" / "step-000002.jsonl")
+    assert all(t.policy.kind == "openai" and t.turns[0].completion_logprobs for t in trajs)

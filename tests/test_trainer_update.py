@@ -1,0 +1,102 @@
+"""One optimisation step: micro-batching is exact, EPO's terms reach the gradient, SFT lowers the loss."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from agentgym.trainers.batches import turn_samples
+from agentgym.trainers.policy_model import TrainableModel, load_trainable
+from agentgym.trainers.update import EPOConfig, UpdateConfig, policy_gradient_step, sft_step
+from tests.test_trainer_batches import _traj
+
+
+def _samples(trainable: TrainableModel) -> list:
+    gen = torch.Generator().manual_seed(0)
+    trajs, advantages = [], []
+    for i, n in enumerate((6, 11, 8, 15)):
+        prompt = torch.randint(5, 300, (n,), generator=gen).tolist()
+        completion = torch.randint(5, 300, (3 + i,), generator=gen).tolist()
+        trajs.append(_traj([(prompt, completion, [-3.0] * len(completion))], str(i)))
+        advantages.append([(-1.0) ** i * (i + 1) / 2])
+    return turn_samples(trajs, advantages)[0]
+
+
+def _step(trainable: TrainableModel, samples: list, config: UpdateConfig, history: list[float] | None = None) -> dict:
+    optim = torch.optim.SGD([p for p in trainable.model.parameters() if p.requires_grad], lr=0.1)
+    return policy_gradient_step(trainable, optim, samples, config, step=0, total_steps=10,
+                                entropy_history=history if history is not None else [])
+
+
+def _params(trainable: TrainableModel) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in trainable.model.parameters()])
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence"])
+def test_micro_batches_give_the_full_batch_update(tiny_model_dir: Path, aggregation: str) -> None:
+    base = load_trainable(str(tiny_model_dir))
+    samples = _samples(base)
+    one, many = copy.deepcopy(base), copy.deepcopy(base)
+    cfg = dict(precision="fp32", aggregation=aggregation, max_grad_norm=1e9)
+    m1 = _step(one, samples, UpdateConfig(micro_batch_tokens=100_000, **cfg))
+    m2 = _step(many, samples, UpdateConfig(micro_batch_tokens=64, **cfg))
+    assert torch.allclose(_params(one), _params(many), atol=1e-6)
+    assert not torch.allclose(_params(one), _params(base), atol=1e-6)  # the step did move the weights
+    assert m1["loss/policy"] == pytest.approx(m2["loss/policy"], abs=1e-5)
+    assert m1["policy/entropy"] == pytest.approx(m2["policy/entropy"], abs=1e-5)
+
+
+def test_epo_terms_change_the_update_and_are_logged(tiny_model_dir: Path) -> None:
+    base = load_trainable(str(tiny_model_dir))
+    samples = _samples(base)
+    plain, epo = copy.deepcopy(base), copy.deepcopy(base)
+    _step(plain, samples, UpdateConfig(precision="fp32"))
+    # A history far from the current entropy puts it outside the band: the smoothing term pulls.
+    history = [0.1] * 5
+    metrics = _step(epo, samples, UpdateConfig(precision="fp32", epo=EPOConfig(enabled=True, entropy_coef=0.5)), history)
+    assert not torch.allclose(_params(plain), _params(epo), atol=1e-7)
+    assert metrics["loss/entropy_smoothing"] > 0
+    assert metrics["loss/entropy_bonus"] > 0
+    assert metrics["epo/entropy_weight"] == pytest.approx(0.5)
+    assert len(history) == 6 and history[-1] == pytest.approx(metrics["policy/entropy"])
+
+
+def test_smoothing_alone_has_a_gradient(tiny_model_dir: Path) -> None:
+    """With no PG signal and no bonus, the smoothing penalty by itself must move the weights."""
+    base = load_trainable(str(tiny_model_dir))
+    samples = _samples(base)
+    for s in samples:
+        s.advantage = 0.0
+    moved = copy.deepcopy(base)
+    cfg = UpdateConfig(precision="fp32", epo=EPOConfig(enabled=True, entropy_coef=0.0, smoothing_coef=1.0))
+    metrics = _step(moved, samples, cfg, [0.1] * 5)
+    assert metrics["loss/entropy_smoothing"] > 0
+    assert not torch.allclose(_params(moved), _params(base), atol=1e-7)
+
+
+def test_sft_step_lowers_the_loss(tiny_model_dir: Path) -> None:
+    trainable = load_trainable(str(tiny_model_dir))
+    samples = _samples(trainable)
+    optim = torch.optim.AdamW(trainable.model.parameters(), lr=1e-2)
+    cfg = UpdateConfig(precision="fp32")
+    losses = [sft_step(trainable, optim, samples, cfg)["sft/loss"] for _ in range(5)]
+    assert losses[-1] < losses[0] - 0.1
+
+
+def test_lora_trains_only_adapters(tiny_model_dir: Path) -> None:
+    from agentgym.trainers.policy_model import LoraSettings
+
+    trainable = load_trainable(str(tiny_model_dir), lora=LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
+    frozen = {n: p.detach().clone() for n, p in trainable.model.named_parameters() if not p.requires_grad}
+    samples = _samples(trainable)
+    optim = torch.optim.AdamW([p for p in trainable.model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):  # LoRA's B starts at zero: the first step moves B, the second makes A matter too
+        policy_gradient_step(trainable, optim, samples, UpdateConfig(precision="fp32"), step=0, total_steps=2,
+                             entropy_history=[])
+    for name, p in trainable.model.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, frozen[name]), name
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in trainable.model.named_parameters())

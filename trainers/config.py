@@ -1,0 +1,99 @@
+"""Typed configs of `agentgym train` and `agentgym sft`; YAML files in configs/ and key=value overrides map onto them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agentgym.rollout.engine import RolloutConfig
+from agentgym.trainers.policy_model import LoraSettings
+from agentgym.trainers.update import UpdateConfig
+from agentgym.types import SamplingParams
+
+Algo = Literal["grpo", "rloo", "ppo"]
+
+# Which advantage baseline each algorithm uses (formulas in agentgym.trainers.objectives).
+ESTIMATORS: dict[str, str] = {"grpo": "grpo", "rloo": "rloo", "ppo": "batch"}
+
+
+def _train_rollout() -> RolloutConfig:
+    # Short replies and a short window: on a 2-core CPU prompt length sets the rollout time.
+    return RolloutConfig(concurrency=8, history_turns=2, sampling=SamplingParams(temperature=1.0, max_tokens=24))
+
+
+class VLLMSettings(BaseModel):
+    """The vLLM server `agentgym train` starts when no --base-url is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: str = Field("float32", description="float32 keeps the server's logprobs equal to the trainer's.")
+    kvcache_space_gib: int = Field(1, ge=1)
+    startup_timeout_s: float = Field(600.0, gt=0)
+
+
+class TrainConfig(BaseModel):
+    """An `agentgym train` run: collect → score → advantages → update → sync → eval → checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: str = Field(description="Registered env id.")
+    env_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for agentgym.make (training tasks).")
+    eval_env_kwargs: dict[str, Any] | None = Field(
+        None, description="Overrides of env_kwargs for held-out evaluation (e.g. another game set); None evaluates on env_kwargs."
+    )
+    model: str = Field("smollm2-135m", description="Alias, HF directory (e.g. an `agentgym sft` output) or .gguf file.")
+    algo: Algo = Field("grpo", description="grpo | rloo: group baselines; ppo: batch-whitened advantages (no critic).")
+    rollout_backend: Literal["vllm", "inprocess"] = Field(
+        "vllm", description="vllm: an OpenAI-compatible vLLM server (started unless base_url is given); inprocess: transformers."
+    )
+    base_url: str | None = Field(None, description="A running vLLM server (started with VLLM_SERVER_DEV_MODE=1) to use and update.")
+    served_model: str | None = Field(None, description="Model name the server at base_url answers to; default: model.")
+    lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    steps: int = Field(10, ge=1, description="Training steps (one batch of rollouts each).")
+    tasks_per_step: int = Field(4, ge=1, description="Tasks (groups) sampled per step.")
+    samples_per_task: int = Field(4, ge=1, description="Rollouts per task: the group a baseline is computed from.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount of per-turn rewards into returns.")
+    normalize_std: bool = Field(True, description="Divide advantages by the group (grpo) or batch (ppo) std; ignored by rloo.")
+    max_length: int = Field(2048, ge=16, description="Turns longer than this (prompt + completion tokens) are skipped.")
+    rollout: RolloutConfig = Field(default_factory=_train_rollout)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
+    eval_every: int = Field(0, ge=0, description="Evaluate on held-out tasks every N steps and after the last; 0: only after the last.")
+    eval_episodes: int = Field(20, ge=0, description="Episodes per evaluation; 0 disables evaluation.")
+    eval_at_start: bool = Field(False, description="Also evaluate before the first update (the starting policy's score).")
+    eval_sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.7, max_tokens=24))
+    checkpoint_every: int = Field(1, ge=1, description="Save a resumable checkpoint every N steps (and after the last).")
+    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    seed: int = 0
+    out: str | None = Field(None, description="Run directory; default runs/train-<env>-<time>.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.base_url and self.rollout_backend != "vllm":
+            raise ValueError("base_url needs rollout_backend vllm")
+        if self.algo in ("grpo", "rloo") and self.samples_per_task < 2:
+            raise ValueError(f"{self.algo} compares rollouts of the same task: samples_per_task must be at least 2")
+        return self
+
+    @property
+    def estimator(self) -> str:
+        """The advantage baseline of `algo`."""
+        return ESTIMATORS[self.algo]
+
+
+class SFTConfig(BaseModel):
+    """An `agentgym sft` run: supervised fine-tuning on recorded trajectories, in the trainer's masked format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: list[str] = Field(description="trajectories.jsonl files (e.g. from `agentgym eval --policy walkthrough`).")
+    model: str = "smollm2-135m"
+    lora: LoraSettings | None = None
+    only_success: bool = Field(True, description="Train only on trajectories that succeeded.")
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(16, ge=1, description="Turns per optimiser step.")
+    max_length: int = Field(2048, ge=16)
+    update: UpdateConfig = Field(default_factory=lambda: UpdateConfig(lr=1e-4))
+    seed: int = 0
+    out: str | None = Field(None, description="Run directory; the model goes to OUT/model. Default runs/sft-<time>.")

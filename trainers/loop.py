@@ -1,0 +1,334 @@
+"""`agentgym train`: collect → score → advantages → update → sync → evaluate → checkpoint, resumable.
+
+A run directory holds:
+
+    config.yaml                  the resolved TrainConfig
+    metrics.jsonl, tensorboard/  one record per step (RunLog)
+    trajectories/step-N.jsonl    every rollout of step N, appended as each episode ends
+    eval/step-N/                 held-out evaluations (trajectories, summary.json, summary.md)
+    checkpoints/step-N, latest   resumable state (model, optimiser, step, RNG, entropy history)
+    vllm.log                     the server's log, when the trainer started one
+
+Each step's episodes are a pure function of (seed, step), so a resumed run replays the
+step it was killed in: episodes already finished in trajectories/step-N.jsonl are reused,
+not played again, and nothing recorded is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import agentgym
+from agentgym.errors import AgentGymError
+from agentgym.evaluation import EvalSummary, evaluate, load_summary
+from agentgym.policies.base import Policy
+from agentgym.reward_models import EnvReward
+from agentgym.rollout.engine import EpisodeJob, RolloutEngine, plan_episodes
+from agentgym.store import TrajectoryWriter, read_trajectories
+from agentgym.trainers import objectives
+from agentgym.trainers.batches import mean_or_nan, turn_samples
+from agentgym.trainers.checkpoint import TrainerState, latest_checkpoint, read_state, restore_optimizer, save_checkpoint
+from agentgym.trainers.config import TrainConfig
+from agentgym.trainers.policy_model import TrainableModel, load_trainable
+from agentgym.trainers.run_log import RunLog
+from agentgym.trainers.update import make_optimizer, policy_gradient_step
+from agentgym.trainers.weight_sync import InProcessSync, VLLMReloadSync, WeightSync
+from agentgym.types import Trajectory
+
+EVAL_SEED_OFFSET = 1_000_000  # eval episodes never share seeds with training episodes
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    run_dir: Path
+    steps: int
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    evals: dict[int, EvalSummary] = field(default_factory=dict)
+
+
+def step_jobs(task_ids: Sequence[str], cfg: TrainConfig, step: int) -> list[EpisodeJob]:
+    """The episodes of training step `step`: the same on every run with this seed, so resumes replay them."""
+    rng = random.Random(f"{cfg.seed}:{step}")
+    ids = sorted(task_ids)
+    tasks = rng.sample(ids, cfg.tasks_per_step) if cfg.tasks_per_step <= len(ids) else rng.choices(ids, k=cfg.tasks_per_step)
+    jobs = []
+    for g, task in enumerate(tasks):
+        group_seed = cfg.seed * 100_003 + step * 1_000 + g
+        jobs += [EpisodeJob(task, group_seed, f"s{step}:{task}:{group_seed}", k) for k in range(cfg.samples_per_task)]
+    return jobs
+
+
+def rollout_stats(trajectories: Sequence[Trajectory], prefix: str = "rollout") -> dict[str, float]:
+    """Success rate, mean reward and turns, invalid-action rate and errors of a batch of episodes."""
+    turns = [u for t in trajectories for u in t.turns]
+    judged = [u for u in turns if "valid_action" in u.signals]
+    return {
+        f"{prefix}/episodes": float(len(trajectories)),
+        f"{prefix}/success_rate": mean_or_nan([float(bool(t.success)) for t in trajectories]),
+        f"{prefix}/reward_mean": mean_or_nan([t.total_reward for t in trajectories]),
+        f"{prefix}/turns_mean": mean_or_nan([float(t.num_turns) for t in trajectories]),
+        f"{prefix}/invalid_action_rate": mean_or_nan([float(not u.signals["valid_action"]) for u in judged]),
+        f"{prefix}/errors": float(sum(t.error is not None for t in trajectories)),
+    }
+
+
+class Trainer:
+    """Runs one training job in a run directory (fresh, or resumed from its latest checkpoint)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        console: Console | None = None,
+        show_progress: bool = True,
+        reward_fn: Callable[[Trajectory], list[float]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        self.reward_fn = reward_fn or EnvReward()
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _prepare_dir(self) -> TrainerState:
+        cfg_path = self.run_dir / "config.yaml"
+        if self.resume:
+            if not cfg_path.is_file():
+                raise AgentGymError(f"nothing to resume: {self.run_dir} holds no training run (no config.yaml)")
+            return TrainerState(step=0)
+        if cfg_path.exists() or (self.run_dir / "metrics.jsonl").exists():
+            raise AgentGymError(
+                f"{self.run_dir} already holds a training run; continue it with --resume or pick another --out"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+        return TrainerState(step=0)
+
+    def _load_model(self) -> tuple[TrainableModel, torch.optim.Optimizer, TrainerState]:
+        ckpt = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
+        if ckpt is None:
+            trainable = load_trainable(self.cfg.model, lora=self.cfg.lora)
+            return trainable, make_optimizer(trainable, self.cfg.update), TrainerState(step=0)
+        state = read_state(ckpt)
+        if self.cfg.lora is not None:
+            trainable = load_trainable(self.cfg.model, adapter_dir=ckpt / "model")
+        else:
+            trainable = load_trainable(str(ckpt / "model"))
+        optimizer = make_optimizer(trainable, self.cfg.update)
+        restore_optimizer(ckpt, optimizer)
+        self.console.print(f"resuming from {ckpt} (step {state.step} of {self.cfg.steps} done)")
+        return trainable, optimizer, state
+
+    @contextlib.contextmanager
+    def _rollout_backend(self, trainable: TrainableModel) -> Iterator[tuple[Policy, WeightSync]]:
+        """The policy that plays episodes and the sync that keeps it at the trainer's weights."""
+        cfg = self.cfg
+        if cfg.rollout_backend == "inprocess":
+            from agentgym.policies.transformers_local import TransformersPolicy
+
+            policy = TransformersPolicy(str(trainable.model_dir), dtype="bfloat16", max_batch_size=cfg.rollout.concurrency)
+            policy.load()
+            yield policy, InProcessSync(policy)
+            return
+        from agentgym.policies.openai_http import OpenAIPolicy
+        from agentgym.serve import VLLMServer
+
+        name = cfg.served_model or cfg.model
+        sync_dir = self.run_dir / "sync"
+        if cfg.base_url:
+            yield OpenAIPolicy(cfg.base_url, name), VLLMReloadSync(cfg.base_url, sync_dir, name)
+            return
+        server = VLLMServer(
+            trainable.model_dir, name=name, dtype=cfg.vllm.dtype, kvcache_space_gib=cfg.vllm.kvcache_space_gib,
+            log_path=self.run_dir / "vllm.log", startup_timeout=cfg.vllm.startup_timeout_s,
+        )
+        self.console.print(f"starting vLLM on {trainable.model_dir} (log {self.run_dir / 'vllm.log'})")
+        with server:
+            yield OpenAIPolicy(server.base_url, name), VLLMReloadSync(server.base_url, sync_dir, name)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train until cfg.steps steps are done; returns the last metrics and the evaluations."""
+        # One event loop for the whole run: async clients and the in-process batcher bind to it.
+        return asyncio.run(self._run())
+
+    async def _run(self) -> TrainResult:
+        self._prepare_dir()
+        cfg = self.cfg
+        spec = agentgym.spec(cfg.env)
+        probe = agentgym.make(spec.id, **cfg.env_kwargs)
+        task_ids = list(probe.task_ids())
+        probe.close()
+        eval_kwargs = {**cfg.env_kwargs, **(cfg.eval_env_kwargs or {})}
+        trainable, optimizer, state = self._load_model()
+        ref_model = None
+        if cfg.update.kl_coef > 0:
+            ref_model = copy.deepcopy(trainable.base_model() if not trainable.is_lora else trainable.model)
+            ref_model.requires_grad_(False)
+        if state.step == 0:
+            torch.manual_seed(cfg.seed)
+            random.seed(cfg.seed)
+        result = TrainResult(self.run_dir, state.step)
+        async with contextlib.AsyncExitStack() as stack:
+            log = stack.enter_context(RunLog(self.run_dir, resume_step=state.step if self.resume else None))
+            policy, sync = stack.enter_context(self._rollout_backend(trainable))
+            stack.push_async_callback(policy.aclose)
+            await policy.check()
+            if self.resume or cfg.base_url:  # the server holds other weights than the trainer's
+                policy_name_setter(policy, sync.push(trainable.model, state.step))
+            progress = stack.enter_context(self._progress(state.step))
+            if cfg.eval_at_start and state.step == 0 and cfg.eval_episodes:
+                summary = await self._evaluate(policy, eval_kwargs, 0)
+                result.evals[0] = summary
+                log.log(0, {"eval/success_rate": summary.success_rate, "eval/reward_mean": summary.mean_reward})
+            for step in range(state.step, cfg.steps):
+                metrics = await self._train_step(step, task_ids, policy, sync, trainable, optimizer, state, ref_model)
+                number = step + 1
+                if cfg.eval_episodes and ((cfg.eval_every and number % cfg.eval_every == 0) or number == cfg.steps):
+                    started = time.perf_counter()
+                    summary = await self._evaluate(policy, eval_kwargs, number)
+                    result.evals[number] = summary
+                    metrics.update({"eval/success_rate": summary.success_rate, "eval/reward_mean": summary.mean_reward,
+                                    "time/eval": time.perf_counter() - started})
+                state.step = number
+                if number % cfg.checkpoint_every == 0 or number == cfg.steps:
+                    started = time.perf_counter()
+                    save_checkpoint(self.run_dir / "checkpoints", trainable, optimizer, state, keep=cfg.keep_checkpoints)
+                    metrics["time/checkpoint"] = time.perf_counter() - started
+                log.log(number, metrics)
+                result.last_metrics, result.steps = metrics, number
+                self._report(progress, number, metrics)
+        return result
+
+    async def _train_step(
+        self, step: int, task_ids: Sequence[str], policy: Policy, sync: WeightSync, trainable: TrainableModel,
+        optimizer: torch.optim.Optimizer, state: TrainerState, ref_model: Any,
+    ) -> dict[str, float]:
+        cfg = self.cfg
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        trajectories = await self._collect(step, task_ids, policy)
+        timings["time/rollout"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        rewards = [self.reward_fn(t) for t in trajectories]
+        returns = [objectives.discounted_returns(r, cfg.gamma) for r in rewards]
+        advantages = objectives.turn_advantages(
+            returns, [t.group_id for t in trajectories], cfg.estimator,  # type: ignore[arg-type]
+            normalize_std=cfg.normalize_std and cfg.algo != "rloo",
+        )
+        samples, skipped = turn_samples(trajectories, advantages, max_length=cfg.max_length)
+        keep_all = cfg.update.epo.enabled or cfg.update.kl_coef > 0
+        # A turn with zero advantage adds nothing to the policy-gradient term: skip its forward/backward
+        # unless an entropy or KL term still needs it.
+        trained = samples if keep_all else [s for s in samples if s.advantage != 0.0]
+        timings["time/score"] = time.perf_counter() - started
+
+        metrics = rollout_stats(trajectories)
+        metrics.update({"train/samples": float(len(trained)), "train/skipped_turns": float(skipped)})
+        if trained:
+            started = time.perf_counter()
+            metrics.update(policy_gradient_step(
+                trainable, optimizer, trained, cfg.update, step=step, total_steps=cfg.steps,
+                entropy_history=state.entropy_history, ref_model=ref_model,
+            ))
+            timings["time/update"] = time.perf_counter() - started
+            started = time.perf_counter()
+            policy_name_setter(policy, sync.push(trainable.model, step + 1))
+            timings["time/sync"] = time.perf_counter() - started
+        else:
+            self.console.print(f"step {step + 1}: every advantage is zero (all rollouts scored alike); no update")
+        metrics.update(timings)
+        return metrics
+
+    async def _collect(self, step: int, task_ids: Sequence[str], policy: Policy) -> list[Trajectory]:
+        """Play this step's episodes, reusing any finished in an earlier (killed) attempt at the step."""
+        cfg = self.cfg
+        jobs = step_jobs(task_ids, cfg, step)
+        path = self.run_dir / "trajectories" / f"step-{step + 1:06d}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done: dict[tuple[str, int], Trajectory] = {}
+        if path.exists():
+            for t in read_trajectories(path):
+                if t.error is None:
+                    done[(t.group_id, t.sample_index)] = t
+        todo = [j for j in jobs if (j.group_id, j.sample_index) not in done]
+        if todo:
+            with TrajectoryWriter(path) as writer:
+                engine = RolloutEngine(
+                    lambda: agentgym.make(cfg.env, **cfg.env_kwargs), policy, cfg.rollout,
+                    env_id=cfg.env, env_kwargs=cfg.env_kwargs, callbacks=[writer.write],
+                )
+                for t in await engine.run(todo):
+                    done[(t.group_id, t.sample_index)] = t
+        return [done[(j.group_id, j.sample_index)] for j in jobs if (j.group_id, j.sample_index) in done]
+
+    async def _evaluate(self, policy: Policy, env_kwargs: dict[str, Any], step: int) -> EvalSummary:
+        """Play the held-out episodes (the same ones at every evaluation) into eval/step-N."""
+        cfg = self.cfg
+        out = self.run_dir / "eval" / f"step-{step:06d}"
+        if (out / "summary.json").is_file():
+            summary = load_summary(out)
+            if not summary.interrupted:
+                return summary  # finished before a crash: keep it
+        if out.exists():  # an evaluation cut short: keep its trajectories beside the new one
+            out.rename(out.with_name(f"{out.name}.interrupted-{int(time.time())}"))
+        probe = agentgym.make(cfg.env, **env_kwargs)
+        eval_tasks = list(probe.task_ids())
+        probe.close()
+        jobs = plan_episodes(eval_tasks, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET)
+        rollout = cfg.rollout.model_copy(update={"sampling": cfg.eval_sampling})
+        return await evaluate(
+            lambda: agentgym.make(cfg.env, **env_kwargs), policy, jobs, out,
+            env_id=cfg.env, env_kwargs=env_kwargs, config=rollout,
+        )
+
+    # -- display -----------------------------------------------------------------------------
+
+    def _progress(self, done: int) -> Progress:
+        progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("success {task.fields[success]}"), TextColumn("reward {task.fields[reward]}"),
+            TextColumn("entropy {task.fields[entropy]}"), TimeElapsedColumn(),
+            console=self.console, disable=not self.show_progress,
+        )
+        self._task = progress.add_task("train", total=self.cfg.steps, completed=done, success="-", reward="-", entropy="-")
+        return progress
+
+    def _report(self, progress: Progress, step: int, m: dict[str, float]) -> None:
+        progress.update(
+            self._task, completed=step, success=f"{m.get('rollout/success_rate', float('nan')):.2f}",
+            reward=f"{m.get('rollout/reward_mean', float('nan')):.2f}", entropy=f"{m.get('policy/entropy', float('nan')):.3f}",
+        )
+        parts = [f"step {step}/{self.cfg.steps}", f"success {m.get('rollout/success_rate', float('nan')):.2f}",
+                 f"reward {m.get('rollout/reward_mean', float('nan')):.2f}", f"entropy {m.get('policy/entropy', float('nan')):.3f}"]
+        if "eval/success_rate" in m:
+            parts.append(f"held-out success {m['eval/success_rate']:.2f}")
+        phases = [f"{k.split('/')[1]} {m[k]:.1f}s" for k in ("time/rollout", "time/update", "time/sync", "time/eval") if k in m]
+        progress.console.print(" · ".join(parts + phases), highlight=False)
+
+
+def policy_name_setter(policy: Policy, name: str) -> None:
+    """Point an OpenAI-compatible policy at the model name the server now answers to (LoRA versions change it)."""
+    if hasattr(policy, "model") and isinstance(getattr(policy, "model"), str):
+        policy.model = name  # type: ignore[attr-defined]
