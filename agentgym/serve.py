@@ -117,7 +117,7 @@ class VLLMServer:
             # A new session makes a process group: stop() signals the server and its engine workers together.
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.environment(), start_new_session=True,
+                env=self.environment(), start_new_session=True, preexec_fn=_terminate_with_parent,
             )  # fmt: skip
         try:
             self._wait_healthy()
@@ -188,6 +188,20 @@ class VLLMServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the process that started it dies.
+
+    A trainer killed with SIGKILL runs no cleanup; without this its vLLM server would live on,
+    holding the port and gigabytes of memory. (Linux ties this to the starting *thread*: start
+    servers from a thread that lives as long as they should.)
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -147,6 +147,22 @@ def test_serve_prints_the_url_and_stops_on_sigterm(tiny_reply_model_dir: Path) -
             proc.wait()
 
 
+@pytest.mark.slow
+def test_a_server_does_not_outlive_a_parent_killed_with_sigkill(tiny_reply_model_dir: Path) -> None:
+    """A trainer killed with kill -9 runs no cleanup: its server must still go away, not hold the port."""
+    port = free_port()
+    code = f"from agentgym.serve import serve; serve({str(tiny_reply_model_dir)!r}, port={port})"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == f"http://127.0.0.1:{port}/v1"
+        server_groups = {os.getpgid(pid) for pid in serving_pids(port)}
+        assert server_groups
+    finally:
+        proc.kill()
+        proc.wait()
+    assert all(live_pids(pgid, wait=60) == [] for pgid in server_groups)
+
+
 def test_missing_vllm_is_a_clear_policy_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import agentgym.serve as serve_module
 

@@ -196,3 +196,48 @@ def test_training_against_a_vllm_server_keeps_it_at_the_trainers_weights(tiny_mo
     assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-3
     trajs = read_trajectories(tmp_path / "run" / "trajectories" / "step-000002.jsonl")
     assert all(t.policy.kind == "openai" and t.turns[0].completion_logprobs for t in trajs)
+
+
+def test_lora_training_checkpoints_adapters_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    cfg = _config(tiny_model_dir, tmp_path / "run", steps=1, eval_episodes=0, lora=lora)
+    Trainer(cfg, tmp_path / "run", show_progress=False).run()
+    ckpt = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert ckpt is not None and (ckpt / "model" / "adapter_model.safetensors").is_file()
+    more = cfg.model_copy(update={"steps": 2})
+    Trainer(more, tmp_path / "run", resume=True, show_progress=False).run()
+    assert read_state(latest_checkpoint(tmp_path / "run" / "checkpoints")).step == 2  # type: ignore[arg-type]
+
+
+def test_sft_command_learns_the_recorded_replies(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`agentgym sft` on text-only (walkthrough-style) trajectories: the loss falls and the model dir loads."""
+    from agentgym.store import TrajectoryWriter
+    from tests.test_trainer_batches import _traj
+
+    data = tmp_path / "walk.jsonl"
+    with TrajectoryWriter(data) as writer:
+        for i in range(8):
+            traj = _traj([([1], [2], None), ([1], [3], None)], f"w{i}")
+            for turn in traj.turns:
+                turn.prompt_token_ids = turn.completion_token_ids = turn.completion_logprobs = None
+            traj.success = i < 6  # two failures, left out by default
+            writer.write(traj)
+    proc = _agentgym("sft", "--data", str(data), "--model", str(tiny_model_dir), "--epochs", "6", "--lr", "1e-2",
+                     "--out", str(tmp_path / "sft"), "--quiet", "batch_size=4", "update.precision=fp32",
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out.decode()
+    assert "on 12 turns" in out.decode()
+    losses = [m["sft/loss"] for m in read_metrics(tmp_path / "sft")]
+    assert len(losses) == 18 and losses[-1] < losses[0] / 2
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "sft" / "model") is not None
+    again = _agentgym("sft", "--data", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "sft"),
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 2 and "already exists" in out.decode()
+    missing = _agentgym("sft", "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x"),
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = missing.communicate(timeout=300)
+    assert missing.returncode == 2 and "not found" in out.decode()

@@ -100,3 +100,16 @@ def test_lora_trains_only_adapters(tiny_model_dir: Path) -> None:
         if name in frozen:
             assert torch.equal(p, frozen[name]), name
     assert any("lora_B" in n and p.abs().sum() > 0 for n, p in trainable.model.named_parameters())
+
+
+def test_kl_to_the_reference_starts_at_zero_and_grows_as_the_policy_moves(tiny_model_dir: Path) -> None:
+    trainable = load_trainable(str(tiny_model_dir))
+    ref = copy.deepcopy(trainable.model).requires_grad_(False)
+    samples = _samples(trainable)
+    optim = torch.optim.AdamW(trainable.model.parameters(), lr=1e-2)
+    cfg = UpdateConfig(precision="fp32", kl_coef=0.1)
+    first = policy_gradient_step(trainable, optim, samples, cfg, step=0, total_steps=3, entropy_history=[], ref_model=ref)
+    second = policy_gradient_step(trainable, optim, samples, cfg, step=1, total_steps=3, entropy_history=[], ref_model=ref)
+    assert first["policy/kl"] == pytest.approx(0.0, abs=1e-6)
+    assert second["policy/kl"] > 1e-4
+    assert second["loss/kl"] == pytest.approx(0.1 * second["policy/kl"])

@@ -512,3 +512,19 @@ def test_merged_weights_reproduce_the_peft_models_outputs(tied: bool) -> None:
     plain.load_state_dict(merged_state_dict(model), strict=True)
     ids = list(range(1, 20))
     torch.testing.assert_close(trainer_logprobs(plain, ids), trainer_logprobs(model, ids), atol=1e-5, rtol=0)
+
+
+def test_in_process_sync_copies_the_trainers_weights_into_the_policy(tiny_model_dir: Path) -> None:
+    from agentgym.policies.transformers_local import TransformersPolicy
+    from agentgym.trainers.policy_model import load_trainable
+    from agentgym.trainers.weight_sync import InProcessSync
+
+    trainable = load_trainable(str(tiny_model_dir))
+    policy = TransformersPolicy(str(tiny_model_dir), dtype="float32")
+    with torch.no_grad():
+        for p in trainable.model.parameters():
+            p.add_(0.01)
+    ids = list(range(5, 30))
+    assert (trainer_logprobs(policy.load() or policy.model, ids) - trainer_logprobs(trainable.model, ids)).abs().max() > MOVED
+    assert InProcessSync(policy).push(trainable.model, 1) == str(tiny_model_dir)
+    assert (trainer_logprobs(policy.model, ids) - trainer_logprobs(trainable.model, ids)).abs().max() < 1e-5
