@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentgym.config import load_yaml
+from agentgym.store import read_trajectories
 from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.loop import Trainer
 from agentgym.trainers.run_log import read_metrics
@@ -40,9 +41,26 @@ def train(config: Path, model: str, steps: int, epo: bool, out: Path) -> Path:
 
 
 def entropies(run: Path, steps: int) -> list[float]:
-    """Per-step mean policy entropy of a run's first `steps` steps."""
-    values = [m["policy/entropy"] for m in read_metrics(run) if m.get("policy/entropy") is not None]
-    return values[:steps]
+    """Per-step mean token entropy of the policy, estimated from every rollout token of the step.
+
+    The trainer's own `policy/entropy` covers only the turns it trained on, and without EPO it
+    skips turns whose advantage is zero, so the two runs would measure different token sets. The
+    mean -log p of the sampled tokens (rollouts sample at temperature 1) estimates the entropy over
+    all of them, the same way in both runs.
+    """
+    values = []
+    for step in range(1, steps + 1):
+        path = run / "trajectories" / f"step-{step:06d}.jsonl"
+        if not path.is_file():
+            break
+        nll = [-lp for t in read_trajectories(path) for u in t.turns for lp in (u.completion_logprobs or [])]
+        values.append(statistics.fmean(nll))
+    return values
+
+
+def trained_entropies(run: Path, steps: int) -> list[float]:
+    """The trainer's `policy/entropy` per step (over the turns it trained on)."""
+    return [m["policy/entropy"] for m in read_metrics(run) if m.get("policy/entropy") is not None][:steps]
 
 
 def held_out(run: Path) -> str:
@@ -64,10 +82,13 @@ def main() -> None:
     off = Path(args.off_run) if args.off_run else train(Path(args.config), args.model, args.steps, False, out / "off")
     on = Path(args.on_run) if args.on_run else train(Path(args.config), args.model, args.steps, True, out / "on")
     h_off, h_on = entropies(off, args.steps), entropies(on, args.steps)
+    t_off, t_on = trained_entropies(off, args.steps), trained_entropies(on, args.steps)
 
-    per_step = Table("step", "entropy, EPO off", "entropy, EPO on", title="Mean token entropy of the rollouts' policy")
-    for i in range(max(len(h_off), len(h_on))):
-        per_step.add_row(str(i + 1), *(f"{h[i]:.4f}" if i < len(h) else "-" for h in (h_off, h_on)))
+    per_step = Table("step", "EPO off: rollout tokens", "EPO on: rollout tokens", "EPO off: trained turns",
+                     "EPO on: trained turns", title="Mean token entropy per step (nats)")
+    columns = (h_off, h_on, t_off, t_on)
+    for i in range(max(len(c) for c in columns)):
+        per_step.add_row(str(i + 1), *(f"{c[i]:.4f}" if i < len(c) else "-" for c in columns))
     console.print(per_step)
     summary = Table("run", "steps", "mean entropy", "variance across steps", "mean |step-to-step change|",
                     "held-out success", title="Entropy stability")
@@ -77,6 +98,8 @@ def main() -> None:
                         f"{statistics.pvariance(h):.6f}", f"{statistics.fmean(changes):.4f}" if changes else "-",
                         held_out(run))
     console.print(summary)
+    console.print("entropy here: mean -log p of every sampled rollout token of the step (temperature 1), "
+                  "the same token population in both runs")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does a real model learn? SmolLM2-135M-Instruct on easy TextWorld, from scratch, on this machine.
 
-Stages, each scored on the same 20 held-out games (seeds 10000..10019, never trained on):
+Stages, each scored on the same episodes of 20 held-out games (seeds 10000..10019, never trained on):
 
   before    the untrained model, served by vLLM
   SFT       `agentgym sft` on walkthrough trajectories of the 40 training games (seeds 0..39)
@@ -103,7 +103,7 @@ def plot(stages: list[tuple[str, EvalSummary, float]], rl_metrics: list[dict], p
     left.bar(names, rates, yerr=errs, capsize=6, color=["#999999", "#4c72b0", "#dd8452"][: len(names)])
     left.set_ylim(0, 1.05)
     left.set_ylabel("held-out success rate (95% CI)")
-    left.set_title("SmolLM2-135M on 20 held-out easy TextWorld games")
+    left.set_title("SmolLM2-135M on held-out easy TextWorld games")
     for i, (_, s, minutes) in enumerate(stages):
         left.text(i + 0.22, s.success_rate + 0.02, f"{s.success_rate:.2f}\n{minutes:.1f} min", ha="left", fontsize=9)
     steps = [m["step"] for m in rl_metrics if m.get("rollout/success_rate") is not None]
@@ -174,7 +174,7 @@ def main() -> None:
     stages.append((f"after RL ({result.steps} steps)", result.evals[result.steps], sft_minutes + rl_minutes))
 
     table = Table("stage", "held-out success", "95% CI", "invalid actions", "mean turns", "training minutes so far",
-                  title="Learning on easy TextWorld (20 held-out games)")
+                  title="Learning on easy TextWorld (held-out games)")
     for name, s, minutes in stages:
         table.add_row(name, f"{s.success_rate:.2f}", f"{s.success_ci95[0]:.2f}–{s.success_ci95[1]:.2f}",
                       f"{s.invalid_action_rate:.2f}", f"{s.mean_turns:.1f}", f"{minutes:.1f}")

@@ -35,14 +35,19 @@ def _params(trainable: TrainableModel) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in trainable.model.parameters()])
 
 
-@pytest.mark.parametrize("aggregation", ["token", "sequence"])
-def test_micro_batches_give_the_full_batch_update(tiny_model_dir: Path, aggregation: str) -> None:
+@pytest.mark.parametrize("aggregation,epo", [("token", False), ("sequence", False), ("token", True)])
+def test_micro_batches_give_the_full_batch_update(tiny_model_dir: Path, aggregation: str, epo: bool) -> None:
+    """Gradient accumulation is exact, EPO's non-linear smoothing penalty included."""
     base = load_trainable(str(tiny_model_dir))
     samples = _samples(base)
     one, many = copy.deepcopy(base), copy.deepcopy(base)
-    cfg = dict(precision="fp32", aggregation=aggregation, max_grad_norm=1e9)
-    m1 = _step(one, samples, UpdateConfig(micro_batch_tokens=100_000, **cfg))
-    m2 = _step(many, samples, UpdateConfig(micro_batch_tokens=64, **cfg))
+    cfg = dict(precision="fp32", aggregation=aggregation, max_grad_norm=1e9,
+               epo=EPOConfig(enabled=epo, entropy_coef=0.5, smoothing_coef=5.0))
+    history = [0.1] * 3  # far below the current entropy: the smoothing penalty is active
+    m1 = _step(one, samples, UpdateConfig(micro_batch_tokens=100_000, **cfg), list(history))
+    m2 = _step(many, samples, UpdateConfig(micro_batch_tokens=64, **cfg), list(history))
+    if epo:
+        assert m1["loss/entropy_smoothing"] > 0
     assert torch.allclose(_params(one), _params(many), atol=1e-6)
     assert not torch.allclose(_params(one), _params(base), atol=1e-6)  # the step did move the weights
     assert m1["loss/policy"] == pytest.approx(m2["loss/policy"], abs=1e-5)

@@ -77,7 +77,11 @@ def rollout_stats(trajectories: Sequence[Trajectory], prefix: str = "rollout") -
     """Success rate, mean reward and turns, invalid-action rate and errors of a batch of episodes."""
     turns = [u for t in trajectories for u in t.turns]
     judged = [u for u in turns if "valid_action" in u.signals]
+    logprobs = [lp for u in turns for lp in (u.completion_logprobs or [])]
     return {
+        # Mean -log p of the sampled tokens: at temperature 1 an unbiased estimate of the policy's
+        # per-token entropy over every rollout token, trained on or not.
+        f"{prefix}/sampled_token_nll": mean_or_nan([-lp for lp in logprobs]),
         f"{prefix}/episodes": float(len(trajectories)),
         f"{prefix}/success_rate": mean_or_nan([float(bool(t.success)) for t in trajectories]),
         f"{prefix}/reward_mean": mean_or_nan([t.total_reward for t in trajectories]),

@@ -88,6 +88,9 @@ def policy_gradient_step(
     trainable.model.train()
     try:
         for epoch in range(config.epochs):
+            slope, penalty = 0.0, 0.0
+            if epo.enabled and epo.smoothing_coef > 0 and history:
+                slope, penalty = smoothing_slope(trainable, samples, config, history, num_tokens)
             optimizer.zero_grad(set_to_none=True)
             totals = dict.fromkeys(("loss/policy", "loss/kl", "loss/entropy_bonus", "loss/entropy_smoothing",
                                     "policy/clip_fraction", "policy/ratio_mean", "policy/approx_kl",
@@ -114,20 +117,17 @@ def policy_gradient_step(
                     totals["policy/kl"] += float(kl.detach())
                 if epo.enabled:
                     bonus = objectives.trajectory_entropy_bonus(entropy, mb.loss_mask, mb.row_weights)
-                    # The smoothing penalty is non-linear in H, so each micro-batch is penalised on its own
-                    # mean entropy, weighted by its share of the tokens (exact when there is one micro-batch).
-                    mb_entropy = (entropy * mb.loss_mask).sum() / max(mb.num_tokens, 1)
-                    smooth = objectives.entropy_smoothing_penalty(
-                        mb_entropy, history, band=epo.band, coef=epo.smoothing_coef
-                    ) * (mb.num_tokens / num_tokens)
-                    loss = loss - beta * bonus + smooth
+                    # P(H) is not linear in the batch entropy H = Σ_mb h_mb, so micro-batch terms cannot simply
+                    # be summed. With H known (smoothing_slope, from a no-grad pass), P'(H)·h_mb summed over
+                    # micro-batches has exactly the gradient of P(H) at the current weights.
+                    loss = loss - beta * bonus + slope * mean_entropy_part
                     totals["loss/entropy_bonus"] += float(beta * bonus.detach())
-                    totals["loss/entropy_smoothing"] += float(smooth.detach())
                 loss.backward()
                 totals["loss/policy"] += float(pg.detach())
                 totals["policy/entropy"] += float(mean_entropy_part.detach())
                 for key in ("clip_fraction", "ratio_mean", "approx_kl"):
                     totals[f"policy/{key}"] += float(stats[key])
+            totals["loss/entropy_smoothing"] = penalty
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             if epoch == 0:
@@ -148,6 +148,25 @@ def policy_gradient_step(
     sums["train/tokens"] = float(num_tokens)
     sums["train/sequences"] = float(num_sequences)
     return sums
+
+
+def smoothing_slope(
+    trainable: TrainableModel, samples: Sequence[TurnSample], config: UpdateConfig, history: Sequence[float], num_tokens: int
+) -> tuple[float, float]:
+    """EPO's smoothing penalty P(H) at the batch's current mean entropy H, and its slope dP/dH.
+
+    H needs a forward pass over the whole batch (no gradient) before the accumulating pass.
+    """
+    total = 0.0
+    with torch.no_grad():
+        for mb in micro_batches(samples, config.micro_batch_tokens, trainable.pad_token_id):
+            _, entropy = score_policy_tokens(trainable.model, mb, precision=config.precision)
+            assert entropy is not None
+            total += float((entropy * mb.loss_mask).sum())
+    h = torch.tensor(total / num_tokens, requires_grad=True)
+    penalty = objectives.entropy_smoothing_penalty(h, history, band=config.epo.band, coef=config.epo.smoothing_coef)
+    (slope,) = torch.autograd.grad(penalty, h)
+    return float(slope), float(penalty.detach())
 
 
 def sft_step(
