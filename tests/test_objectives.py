@@ -392,3 +392,11 @@ def test_epo_entropy_weight_validation(kwargs: dict, message: str) -> None:
     args = {"step": 0, "total_steps": 10, "base": 1.0} | kwargs
     with pytest.raises(ValueError, match=message):
         epo_entropy_weight(**args)
+
+
+def test_grpo_std_normalisation_leaves_groups_of_equal_returns_unscaled() -> None:
+    # All four episodes return R = 0.9 at turn 0; later turns have G = 1.0 (gamma 0.9, reward at the end).
+    # Dividing 1.0 - 0.9 = 0.1 by std 0 (+eps) would give 1e5; the group is left unscaled instead.
+    returns = [[0.9, 1.0]] * 4
+    adv = turn_advantages(returns, ["g"] * 4, "grpo", normalize_std=True)
+    assert adv == [[pytest.approx(0.0), pytest.approx(0.1)]] * 4

@@ -76,6 +76,7 @@ def turn_advantages(
     *,
     normalize_std: bool = False,
     eps: float = 1e-6,
+    std_floor: float = 1e-3,
 ) -> list[list[float]]:
     """Critic-free advantage of every turn: its return minus a baseline built from sibling episodes.
 
@@ -87,7 +88,9 @@ def turn_advantages(
         rloo:   A_{i,t} = G_{i,t} - 1/(n-1) * sum_{j in g, j != i} R_j   (RLOO, Ahmadian et al. 2024)
         batch:  as grpo, with the whole batch as the single group (critic-free PPO-style whitening).
 
-    std is the population standard deviation (divides by n). A group of size 1 (for ``batch``: a
+    std is the population standard deviation (divides by n); a group with std <= std_floor is not
+    divided (its returns are all alike, and dividing would amplify only turn-to-turn differences of
+    G). A group of size 1 (for ``batch``: a
     batch of one episode) gets all-zero advantages: the only baseline it could have is its own
     return, which says nothing about whether the episode was better than expected.
     ``normalize_std`` is only defined for grpo and batch. Returns one list per episode, [] for an
@@ -125,7 +128,10 @@ def turn_advantages(
         scale = 1.0
         if normalize_std:
             std = math.sqrt(sum((initial[j] - mean) ** 2 for j in members) / n)
-            scale = 1.0 / (std + eps)
+            # A group whose episodes all returned the same has std 0: dividing would blow up
+            # G_{i,t} - mean R, which is not 0 at later turns when rewards come mid-episode or
+            # gamma < 1 (seen: advantages of ~1e5 on easy TextWorld). Such a group is not scaled.
+            scale = 1.0 / (std + eps) if std > std_floor else 1.0
         for i in members:
             if estimator == "rloo":
                 baseline = (total - initial[i]) / (n - 1)
