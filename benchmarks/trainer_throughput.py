@@ -118,7 +118,7 @@ def phases(args: argparse.Namespace) -> None:
         data = load_yaml(Path(__file__).parents[1] / "configs" / "train-textworld.yaml")
         data.update(steps=args.phase_steps, eval_episodes=0, rollout_backend=args.rollout, model=args.model)
         Trainer(TrainConfig.model_validate(data), run_dir, console=Console(stderr=True)).run()
-    records = read_metrics(run_dir)
+    records = [r for r in read_metrics(run_dir) if r.get("time/rollout") is not None]  # not eval-only records
     keys = ("time/rollout", "time/score", "time/update", "time/sync", "time/checkpoint")
     table = Table("step", *[k.split("/")[1] + " s" for k in keys], "turns trained", title=f"Time per phase ({run_dir})")
     for r in records:
