@@ -144,6 +144,10 @@ def policy_gradient_step(
     mean = sum(window) / len(window)
     sums["policy/entropy"] = first_epoch_entropy
     sums["policy/entropy_var"] = sum((h - mean) ** 2 for h in window) / len(window)
+    if not (config.kl_coef > 0 and ref_model is not None):
+        sums.pop("policy/kl"), sums.pop("loss/kl")  # not measured: a 0 would plot as a real KL of 0
+    if not epo.enabled:
+        sums.pop("loss/entropy_bonus"), sums.pop("loss/entropy_smoothing")
     sums["epo/entropy_weight"] = beta
     sums["train/tokens"] = float(num_tokens)
     sums["train/sequences"] = float(num_sequences)
