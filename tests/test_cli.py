@@ -72,6 +72,9 @@ def test_ctrl_c_keeps_every_finished_trajectory(tw_games_dir: Path, tmp_path: Pa
              "--episodes", "2000", "--concurrency", "4", "--max-turns", "3",
              "--env-opt", f"games_dir={tw_games_dir}", "--out", str(out), "--quiet"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # A user's shell delivers SIGINT with the default disposition; a test runner may have
+            # left it ignored, which the child would inherit (Python then never raises KeyboardInterrupt).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         path = out / "trajectories.jsonl"
         deadline = time.time() + 300  # a loaded 2-core machine imports torch slowly

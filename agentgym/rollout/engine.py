@@ -110,6 +110,7 @@ class RolloutEngine:
         thread = EnvThread()
         try:
             while not queue.empty():
+                _raise_if_cancelled()
                 index, job = queue.get_nowait()
                 if env is None:
                     env = await thread.call(self.env_factory)
@@ -175,6 +176,7 @@ class RolloutEngine:
         context = EpisodeContext(episode_id=traj.trajectory_id, task_id=job.task_id, turn=0, reset_info=info)
         turn = 0
         while True:
+            _raise_if_cancelled()
             context.turn = turn
             window = history.window_indices(cfg.history_turns)
             prompt = [traj.messages[i] for i in window]
@@ -201,6 +203,18 @@ class RolloutEngine:
                 traj.success = info.get("success")
                 traj.final_info = {k: v for k, v in info.items() if k in ("success", "task_id", "signals")}
                 return
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that an inner `asyncio.wait_for` swallowed.
+
+    Python 3.11's wait_for returns the inner result when it finishes just as the outer task is
+    cancelled, dropping the CancelledError; the task's cancel request stays counted. Without this
+    check, Ctrl-C could leave one worker playing the whole remaining queue.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _close_quietly(env: TextEnv) -> None:
