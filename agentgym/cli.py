@@ -124,9 +124,7 @@ def _run_eval(cfg: Any, *, quiet: bool) -> None:
     async def main() -> Any:
         try:
             await the_policy.check()  # no server, unknown model: fail before building envs
-            probe = agentgym.make(spec.id, **cfg.env_kwargs)  # bad options and missing data fail here, once
-            task_ids = list(probe.task_ids())
-            probe.close()
+            task_ids = agentgym.registry.task_ids(spec.id, **cfg.env_kwargs)
             jobs = plan_episodes(task_ids, cfg.episodes, samples_per_task=cfg.samples_per_task, seed=cfg.seed)
             with RolloutProgress(len(jobs), f"{spec.id}", console=err_console, enabled=not quiet) as bar:
                 return await evaluate(

@@ -164,6 +164,15 @@ def spec(id: str) -> EnvSpec:
     return default_registry.spec(id)
 
 
+def task_ids(id: str, **kwargs: Any) -> list[str]:
+    """The task ids of env `id` built with `kwargs` (bad options and missing data fail here, once)."""
+    env = make(id, **kwargs)
+    try:
+        return list(env.task_ids())
+    finally:
+        env.close()
+
+
 def list_envs() -> list[EnvSpec]:
     """Every registered env spec."""
     return default_registry.list_envs()

@@ -51,19 +51,10 @@ def env_kwargs(cfg: TrainConfig, held_out: bool) -> dict[str, Any]:
     return {**cfg.env_kwargs, **(cfg.eval_env_kwargs or {})} if held_out else dict(cfg.env_kwargs)
 
 
-def task_ids(env: str, kwargs: dict[str, Any]) -> list[str]:
-    """The env's task ids (its games); generates the games on first use."""
-    probe = agentgym.make(env, **kwargs)
-    try:
-        return list(probe.task_ids())
-    finally:
-        probe.close()
-
-
 def walkthroughs(cfg: TrainConfig, out: Path) -> Path:
     """One walkthrough episode per training game: the SFT data."""
     kwargs = env_kwargs(cfg, held_out=False)
-    tasks = task_ids(cfg.env, kwargs)
+    tasks = agentgym.registry.task_ids(cfg.env, **kwargs)
     jobs = plan_episodes(tasks, len(tasks), seed=cfg.seed)
     asyncio.run(evaluate(lambda: agentgym.make(cfg.env, **kwargs), WalkthroughPolicy(), jobs, out,
                          env_id=cfg.env, env_kwargs=kwargs, config=RolloutConfig(concurrency=2)))
@@ -73,7 +64,7 @@ def walkthroughs(cfg: TrainConfig, out: Path) -> Path:
 def eval_served(cfg: TrainConfig, model: str, out: Path) -> EvalSummary:
     """The trainer's held-out evaluation (same episodes, same sampling) of `model`, served by vLLM."""
     kwargs = env_kwargs(cfg, held_out=True)
-    jobs = plan_episodes(task_ids(cfg.env, kwargs), cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET)
+    jobs = plan_episodes(agentgym.registry.task_ids(cfg.env, **kwargs), cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET)
     rollout = cfg.rollout.model_copy(update={"sampling": cfg.eval_sampling})
     with VLLMServer(resolve_model(model), name="policy", dtype=cfg.vllm.dtype, log_path=out / "vllm.log") as server:
         policy = OpenAIPolicy(server.base_url, "policy")

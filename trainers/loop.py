@@ -113,19 +113,18 @@ class Trainer:
 
     # -- setup -----------------------------------------------------------------------------
 
-    def _prepare_dir(self) -> TrainerState:
+    def _prepare_dir(self) -> None:
         cfg_path = self.run_dir / "config.yaml"
         if self.resume:
             if not cfg_path.is_file():
                 raise AgentGymError(f"nothing to resume: {self.run_dir} holds no training run (no config.yaml)")
-            return TrainerState(step=0)
+            return
         if cfg_path.exists() or (self.run_dir / "metrics.jsonl").exists():
             raise AgentGymError(
                 f"{self.run_dir} already holds a training run; continue it with --resume or pick another --out"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
-        return TrainerState(step=0)
 
     def _load_model(self) -> tuple[TrainableModel, torch.optim.Optimizer, TrainerState]:
         ckpt = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
@@ -180,10 +179,9 @@ class Trainer:
         self._prepare_dir()
         cfg = self.cfg
         spec = agentgym.spec(cfg.env)
-        probe = agentgym.make(spec.id, **cfg.env_kwargs)
-        task_ids = list(probe.task_ids())
-        probe.close()
+        task_ids = agentgym.registry.task_ids(spec.id, **cfg.env_kwargs)
         eval_kwargs = {**cfg.env_kwargs, **(cfg.eval_env_kwargs or {})}
+        eval_tasks = agentgym.registry.task_ids(spec.id, **eval_kwargs) if cfg.eval_episodes else []
         trainable, optimizer, state = self._load_model()
         ref_model = None
         if cfg.update.kl_coef > 0:
@@ -202,7 +200,7 @@ class Trainer:
                 policy_name_setter(policy, sync.push(trainable.model, state.step))
             progress = stack.enter_context(self._progress(state.step))
             if cfg.eval_at_start and state.step == 0 and cfg.eval_episodes:
-                summary = await self._evaluate(policy, eval_kwargs, 0)
+                summary = await self._evaluate(policy, eval_kwargs, eval_tasks, 0)
                 result.evals[0] = summary
                 log.log(0, {"eval/success_rate": summary.success_rate, "eval/reward_mean": summary.mean_reward})
             for step in range(state.step, cfg.steps):
@@ -210,7 +208,7 @@ class Trainer:
                 number = step + 1
                 if cfg.eval_episodes and ((cfg.eval_every and number % cfg.eval_every == 0) or number == cfg.steps):
                     started = time.perf_counter()
-                    summary = await self._evaluate(policy, eval_kwargs, number)
+                    summary = await self._evaluate(policy, eval_kwargs, eval_tasks, number)
                     result.evals[number] = summary
                     metrics.update({"eval/success_rate": summary.success_rate, "eval/reward_mean": summary.mean_reward,
                                     "time/eval": time.perf_counter() - started})
@@ -287,7 +285,7 @@ class Trainer:
                     done[(t.group_id, t.sample_index)] = t
         return [done[(j.group_id, j.sample_index)] for j in jobs if (j.group_id, j.sample_index) in done]
 
-    async def _evaluate(self, policy: Policy, env_kwargs: dict[str, Any], step: int) -> EvalSummary:
+    async def _evaluate(self, policy: Policy, env_kwargs: dict[str, Any], eval_tasks: Sequence[str], step: int) -> EvalSummary:
         """Play the held-out episodes (the same ones at every evaluation) into eval/step-N."""
         cfg = self.cfg
         out = self.run_dir / "eval" / f"step-{step:06d}"
@@ -297,9 +295,6 @@ class Trainer:
                 return summary  # finished before a crash: keep it
         if out.exists():  # an evaluation cut short: keep its trajectories beside the new one
             out.rename(out.with_name(f"{out.name}.interrupted-{int(time.time())}"))
-        probe = agentgym.make(cfg.env, **env_kwargs)
-        eval_tasks = list(probe.task_ids())
-        probe.close()
         jobs = plan_episodes(eval_tasks, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET)
         rollout = cfg.rollout.model_copy(update={"sampling": cfg.eval_sampling})
         return await evaluate(
