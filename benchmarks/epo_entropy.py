@@ -2,18 +2,21 @@
 """EPO on vs off: does entropy smoothing steady the policy's entropy across training steps?
 
 Two `agentgym train` runs from the same starting model with the same seeds (the same tasks and
-episode seeds at every step; configs/train-textworld.yaml otherwise), one with `--epo`. Prints
-each step's mean token entropy for both, then the variance of entropy across steps and the mean
-step-to-step change. An existing run can stand in for either side (--off-run / --on-run), e.g.
-the RL stage of benchmarks/learning.py as the EPO-off run.
+episode seeds at every step; configs/train-textworld.yaml otherwise), one with `--epo`. Both
+measure the policy's entropy after every step on the same fixed probe turns (walkthrough turns of
+the training games; `entropy_probe` in the trainer's config), so a step's number does not depend
+on which tasks that step drew. Prints the per-step entropies, then for each run the variance of
+entropy across steps and the mean step-to-step change. The entropy of each step's own rollout
+tokens is shown beside it. An existing run made with the same probe can stand in for either side
+(--off-run / --on-run).
 
     .venv/bin/python benchmarks/epo_entropy.py --model runs/learning/sft/model --steps 8
-    .venv/bin/python benchmarks/epo_entropy.py --model M --off-run runs/learning/rl --steps 8
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
@@ -26,15 +29,16 @@ from agentgym.store import read_trajectories
 from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.loop import Trainer
 from agentgym.trainers.run_log import read_metrics
+from learning import walkthroughs  # benchmarks/learning.py: the same SFT data doubles as the probe
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
 
 
-def train(config: Path, model: str, steps: int, epo: bool, out: Path) -> Path:
+def train(config: Path, model: str, steps: int, epo: bool, probe: Path, out: Path) -> Path:
     """One training run (held-out evaluation after the last step only); returns its directory."""
     data = load_yaml(config)
-    data.update(model=model, steps=steps, eval_every=0, out=str(out))
+    data.update(model=model, steps=steps, eval_every=0, out=str(out), entropy_probe=str(probe))
     data.setdefault("update", {}).setdefault("epo", {})["enabled"] = epo
     Trainer(TrainConfig.model_validate(data), out).run()
     return out
@@ -58,6 +62,12 @@ def entropies(run: Path, steps: int) -> list[float]:
     return values
 
 
+def probe_entropies(run: Path, steps: int) -> list[float]:
+    """`policy/probe_entropy` at steps 0..steps: the same probe turns every time."""
+    values = {m["step"]: m["policy/probe_entropy"] for m in read_metrics(run) if m.get("policy/probe_entropy") is not None}
+    return [values[s] for s in range(steps + 1) if s in values]
+
+
 def trained_entropies(run: Path, steps: int) -> list[float]:
     """The trainer's `policy/entropy` per step (over the turns it trained on)."""
     return [m["policy/entropy"] for m in read_metrics(run) if m.get("policy/entropy") is not None][:steps]
@@ -77,29 +87,40 @@ def main() -> None:
     parser.add_argument("--out", default=f"runs/epo-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--off-run", help="Use this finished run as the EPO-off side.")
     parser.add_argument("--on-run", help="Use this finished run as the EPO-on side.")
+    parser.add_argument("--probe", help="Trajectories JSONL of probe turns (default: walkthroughs of the training games).")
     args = parser.parse_args()
     out = Path(args.out)
-    off = Path(args.off_run) if args.off_run else train(Path(args.config), args.model, args.steps, False, out / "off")
-    on = Path(args.on_run) if args.on_run else train(Path(args.config), args.model, args.steps, True, out / "on")
+    out.mkdir(parents=True, exist_ok=True)
+    config = Path(args.config)
+    if args.probe:
+        probe = Path(args.probe)
+    else:
+        probe = walkthroughs(TrainConfig.model_validate({**load_yaml(config), "model": args.model}), out / "probe")
+    off = Path(args.off_run) if args.off_run else train(config, args.model, args.steps, False, probe, out / "off")
+    on = Path(args.on_run) if args.on_run else train(config, args.model, args.steps, True, probe, out / "on")
+    p_off, p_on = probe_entropies(off, args.steps), probe_entropies(on, args.steps)
     h_off, h_on = entropies(off, args.steps), entropies(on, args.steps)
-    t_off, t_on = trained_entropies(off, args.steps), trained_entropies(on, args.steps)
 
-    per_step = Table("step", "EPO off: rollout tokens", "EPO on: rollout tokens", "EPO off: trained turns",
-                     "EPO on: trained turns", title="Mean token entropy per step (nats)")
-    columns = (h_off, h_on, t_off, t_on)
+    per_step = Table("step", "EPO off: probe", "EPO on: probe", "EPO off: rollout tokens", "EPO on: rollout tokens",
+                     title="Mean token entropy per step (nats); probe: after the step's update, step 0 = start")
+    columns = (p_off, p_on, [math.nan, *h_off], [math.nan, *h_on])
     for i in range(max(len(c) for c in columns)):
-        per_step.add_row(str(i + 1), *(f"{c[i]:.4f}" if i < len(c) else "-" for c in columns))
+        per_step.add_row(str(i), *(f"{c[i]:.4f}" if i < len(c) and not math.isnan(c[i]) else "-" for c in columns))
     console.print(per_step)
-    summary = Table("run", "steps", "mean entropy", "variance across steps", "mean |step-to-step change|",
+    summary = Table("run", "measure", "points", "mean", "variance across steps", "mean |step-to-step change|",
                     "held-out success", title="Entropy stability")
-    for name, h, run in (("EPO off", h_off, off), ("EPO on", h_on, on)):
-        changes = [abs(b - a) for a, b in zip(h, h[1:])]
-        summary.add_row(f"{name} ({run})", str(len(h)), f"{statistics.fmean(h):.4f}",
-                        f"{statistics.pvariance(h):.6f}", f"{statistics.fmean(changes):.4f}" if changes else "-",
-                        held_out(run))
+    for name, run, series in (("EPO off", off, (("probe", p_off), ("rollout tokens", h_off))),
+                              ("EPO on", on, (("probe", p_on), ("rollout tokens", h_on)))):
+        for measure, h in series:
+            if len(h) < 2:
+                summary.add_row(name, measure, str(len(h)), "-", "-", "-", held_out(run))
+                continue
+            changes = [abs(b - a) for a, b in zip(h, h[1:])]
+            summary.add_row(name, measure, str(len(h)), f"{statistics.fmean(h):.4f}", f"{statistics.pvariance(h):.6f}",
+                            f"{statistics.fmean(changes):.4f}", held_out(run))
     console.print(summary)
-    console.print("entropy here: mean -log p of every sampled rollout token of the step (temperature 1), "
-                  "the same token population in both runs")
+    console.print(f"probe: full-distribution entropy on the first turns of {probe} (fixed); rollout tokens: mean "
+                  "-log p of every token sampled at the step (temperature 1), which also varies with the tasks drawn")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,11 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(1, ge=1, description="Save a resumable checkpoint every N steps (and after the last).")
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    entropy_probe: str | None = Field(
+        None, description="Trajectories JSONL whose turns are fixed prompts: the policy's entropy on them is logged "
+        "every step as policy/probe_entropy (free of which tasks a step drew); None: off.",
+    )
+    entropy_probe_turns: int = Field(64, ge=1, description="How many turns of entropy_probe to measure on.")
     seed: int = 0
     out: str | None = Field(None, description="Run directory; default runs/train-<env>-<time>.")
 

@@ -39,10 +39,11 @@ from agentgym.reward_models import EnvReward
 from agentgym.rollout.engine import EpisodeJob, RolloutEngine, plan_episodes
 from agentgym.store import TrajectoryWriter, read_trajectories
 from agentgym.trainers import objectives
-from agentgym.trainers.batches import mean_or_nan, turn_samples
+from agentgym.trainers.batches import TurnSample, mean_or_nan, turn_samples
 from agentgym.trainers.checkpoint import TrainerState, latest_checkpoint, read_state, restore_optimizer, save_checkpoint
 from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.policy_model import TrainableModel, load_trainable
+from agentgym.trainers.probe import load_probe, probe_entropy
 from agentgym.trainers.run_log import RunLog
 from agentgym.trainers.update import make_optimizer, policy_gradient_step
 from agentgym.trainers.weight_sync import InProcessSync, VLLMReloadSync, WeightSync
@@ -199,12 +200,20 @@ class Trainer:
             if self.resume or cfg.base_url:  # the server holds other weights than the trainer's
                 policy_name_setter(policy, sync.push(trainable.model, state.step))
             progress = stack.enter_context(self._progress(state.step))
+            probe = self._probe(trainable)
+            start_metrics: dict[str, float] = {}
+            if probe and state.step == 0:
+                start_metrics["policy/probe_entropy"] = self._probe_entropy(trainable, probe)
             if cfg.eval_at_start and state.step == 0 and cfg.eval_episodes:
                 summary = await self._evaluate(policy, eval_kwargs, eval_tasks, 0)
                 result.evals[0] = summary
-                log.log(0, {"eval/success_rate": summary.success_rate, "eval/reward_mean": summary.mean_reward})
+                start_metrics.update({"eval/success_rate": summary.success_rate, "eval/reward_mean": summary.mean_reward})
+            if start_metrics:
+                log.log(0, start_metrics)
             for step in range(state.step, cfg.steps):
                 metrics = await self._train_step(step, task_ids, policy, sync, trainable, optimizer, state, ref_model)
+                if probe:
+                    metrics["policy/probe_entropy"] = self._probe_entropy(trainable, probe)
                 number = step + 1
                 if cfg.eval_episodes and ((cfg.eval_every and number % cfg.eval_every == 0) or number == cfg.steps):
                     started = time.perf_counter()
@@ -262,6 +271,15 @@ class Trainer:
             self.console.print(f"step {step + 1}: every advantage is zero (all rollouts scored alike); no update")
         metrics.update(timings)
         return metrics
+
+    def _probe(self, trainable: TrainableModel) -> list[TurnSample]:
+        """The fixed probe turns of cfg.entropy_probe (empty when off)."""
+        if not self.cfg.entropy_probe:
+            return []
+        return load_probe(self.cfg.entropy_probe, trainable, self.cfg.entropy_probe_turns, self.cfg.max_length)
+
+    def _probe_entropy(self, trainable: TrainableModel, probe: Sequence[TurnSample]) -> float:
+        return probe_entropy(trainable, probe, self.cfg.update.micro_batch_tokens, self.cfg.update.precision)
 
     async def _collect(self, step: int, task_ids: Sequence[str], policy: Policy) -> list[Trajectory]:
         """Play this step's episodes, reusing any finished in an earlier (killed) attempt at the step."""

@@ -34,6 +34,7 @@ ROLLOUT_REWARD_MEAN = "rollout/reward_mean"
 EVAL_SUCCESS_RATE = "eval/success_rate"
 POLICY_ENTROPY = "policy/entropy"
 POLICY_ENTROPY_VAR = "policy/entropy_var"
+POLICY_PROBE_ENTROPY = "policy/probe_entropy"
 POLICY_KL = "policy/kl"
 POLICY_APPROX_KL = "policy/approx_kl"
 POLICY_CLIP_FRACTION = "policy/clip_fraction"
@@ -43,6 +44,7 @@ PLOTTED_KEYS: tuple[str, ...] = (
     ROLLOUT_REWARD_MEAN,
     POLICY_ENTROPY,
     POLICY_ENTROPY_VAR,
+    POLICY_PROBE_ENTROPY,
     POLICY_KL,
     POLICY_APPROX_KL,
     POLICY_CLIP_FRACTION,
