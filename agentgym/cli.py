@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentgym.errors import AgentGymError
+from agentgym.sandboxes.cli import sandbox_app
 
 app = typer.Typer(help="agentgym: a gym for multi-turn agentic RL.", no_args_is_help=True, pretty_exceptions_enable=False)
 envs_app = typer.Typer(help="Registered environments.", no_args_is_help=True)
@@ -21,6 +22,7 @@ traj_app = typer.Typer(help="Trajectory files.", no_args_is_help=True)
 app.add_typer(envs_app, name="envs")
 app.add_typer(textworld_app, name="textworld")
 app.add_typer(traj_app, name="trajectories")
+app.add_typer(sandbox_app, name="sandbox")
 
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)

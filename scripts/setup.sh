@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3.11}
-APT_PACKAGES=(bubblewrap)
+APT_PACKAGES=(bubblewrap docker.io debootstrap)
 
 # --- apt: install only what is missing (root on these machines; sudo elsewhere) ---
 missing=()
@@ -20,6 +20,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# --- Docker engine for the docker sandbox backend (never fails: bubblewrap is the fallback) ---
+# Here rather than last: the Python step below exits early when the venv is up to date.
+scripts/start-dockerd.sh
 
 # --- Python: skip when the venv was built from this exact recipe ---
 stamp="$VENV/.agentgym-setup"

@@ -51,3 +51,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_reply_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama fitted to answer every chat with TINY_REPLY then EOS under greedy decoding."""
     return _built(tmp_path_factory.getbasetemp(), "tiny-reply", TINY_REPLY)
+
+
+@pytest.fixture(scope="module", params=["docker", "bwrap"])
+def sandbox_backend(request: pytest.FixtureRequest) -> "SandboxBackend":  # noqa: F821
+    """Each sandbox backend in turn; skipped, with the reason, where it cannot run."""
+    from agentgym.sandboxes.factory import backend_class
+
+    made = backend_class(request.param)()
+    reason = made.unavailable_reason()
+    if reason:
+        pytest.skip(f"{request.param} backend unavailable: {reason}")
+    return made
