@@ -1,4 +1,4 @@
-"""agentgym's built-in envs, one subpackage per family (text/, and later web/, swe/, tools/)."""
+"""agentgym's built-in envs, one subpackage per family (text/, tools/, and later web/, swe/)."""
 
 from agentgym.registry import register
 
@@ -9,4 +9,9 @@ def register_builtin_envs() -> None:
         "textworld",
         "agentgym.envs.text.textworld_env:TextWorldEnv",
         description="TextWorld text adventures generated offline; reward from the game score.",
+    )
+    register(
+        "python-tool",
+        "agentgym.envs.tools.python_tool:PythonToolEnv",
+        description="Calculation tasks solved by running Python or shell in a sandbox; reward for the exact answer.",
     )

@@ -16,8 +16,14 @@ from typing import Any
 class FakeOpenAIServer:
     """Serve on 127.0.0.1 in a thread; `requests` records every chat request body."""
 
-    def __init__(self, reply: str = "look", delay_s: float = 0.0, model: str = "fake-model", strict: bool = False) -> None:
+    def __init__(
+        self, reply: str = "look", delay_s: float = 0.0, model: str = "fake-model", strict: bool = False,
+        no_tool_parser: bool = False, tool_call: dict[str, Any] | None = None,
+    ) -> None:
         self.reply, self.delay_s, self.model, self.strict = reply, delay_s, model, strict
+        # no_tool_parser: refuse tools unless tool_choice is "none", as vLLM does without --tool-call-parser.
+        # tool_call: answer with this structured call ({"name", "arguments": "<json>"}) instead of text.
+        self.no_tool_parser, self.tool_call = no_tool_parser, tool_call
         self.requests: list[dict[str, Any]] = []
         server = self
 
@@ -45,11 +51,19 @@ class FakeOpenAIServer:
                 if server.strict and ("return_token_ids" in body or "logprobs" in body):
                     self._send(400, {"error": {"message": "Unrecognized request argument supplied: return_token_ids"}})
                     return
+                if server.no_tool_parser and body.get("tools") and body.get("tool_choice") != "none":
+                    message = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+                    self._send(400, {"error": {"message": message}})
+                    return
                 time.sleep(server.delay_s)
                 choice: dict[str, Any] = {
                     "index": 0, "finish_reason": "stop",
                     "message": {"role": "assistant", "content": server.reply},
                 }
+                if server.tool_call is not None:
+                    choice["finish_reason"] = "tool_calls"
+                    choice["message"] = {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": server.tool_call}]}
                 response: dict[str, Any] = {
                     "id": "x", "object": "chat.completion", "created": 0, "model": server.model, "choices": [choice],
                     "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},

@@ -42,3 +42,29 @@ async def test_no_server_and_unknown_model_are_clear_errors() -> None:
             await OpenAIPolicy(server.base_url, "other").check()
     with pytest.raises(ServerUnreachableError, match="connection refused"):
         await OpenAIPolicy(f"http://127.0.0.1:{port}/v1", "fake-model").check()
+
+
+TOOLS = [{"type": "function", "function": {"name": "python", "description": "run code",
+                                           "parameters": {"type": "object", "properties": {"code": {"type": "string"}}}}}]
+
+
+async def test_a_server_without_a_tool_parser_is_asked_with_tool_choice_none() -> None:
+    with FakeOpenAIServer(reply='<tool_call>{"name": "python", "arguments": {"code": "1"}}</tool_call>',
+                          no_tool_parser=True) as server:
+        policy = OpenAIPolicy(server.base_url, "fake-model", max_retries=0)
+        first = await policy.act(MESSAGES, tools=TOOLS)
+        second = await policy.act(MESSAGES, tools=TOOLS)
+        await policy.aclose()
+    assert first.text.startswith("<tool_call>") and second.text == first.text
+    assert [r.get("tool_choice") for r in server.requests] == [None, "none", "none"]  # refused once, then asked right
+    assert all(r["tools"] == TOOLS for r in server.requests)
+
+
+async def test_structured_tool_calls_become_tool_call_text() -> None:
+    from agentgym.tool_calls import ToolCall, parse_tool_call
+
+    with FakeOpenAIServer(tool_call={"name": "python", "arguments": '{"code": "print(1)"}'}) as server:
+        policy = OpenAIPolicy(server.base_url, "fake-model", max_retries=0)
+        completion = await policy.act(MESSAGES, tools=TOOLS)
+        await policy.aclose()
+    assert parse_tool_call(completion.text) == ToolCall("python", {"code": "print(1)"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,7 @@ import openai
 
 from agentgym.errors import ModelNotFoundError, PolicyError, ServerUnreachableError
 from agentgym.policies.base import EpisodeContext, Policy
+from agentgym.tool_calls import ToolCall, render_tool_call
 from agentgym.types import Completion, Message, PolicyInfo, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class OpenAIPolicy(Policy):
             base_url=self.base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=max_retries
         )
         self._extras: bool | None = None  # None until the server has told us whether it takes them
+        self._tool_choice: str | None = None  # "none" once the server refused to parse tool calls itself
 
     async def check(self) -> None:
         """Fail with one clear line when no server answers or it does not serve `model`."""
@@ -68,6 +71,8 @@ class OpenAIPolicy(Policy):
             request["seed"] = sampling.seed
         if tools:
             request["tools"] = tools
+            if self._tool_choice:
+                request["tool_choice"] = self._tool_choice
         if self._extras is not False:
             try:
                 response = await self._create(request, extras=True)
@@ -90,6 +95,15 @@ class OpenAIPolicy(Policy):
             return await self._client.chat.completions.create(**kwargs)
         except openai.APIConnectionError as exc:
             raise ServerUnreachableError(self.base_url, _reason(exc)) from exc
+        except openai.BadRequestError as exc:
+            # vLLM started without a tool-call parser refuses tools with the default tool_choice "auto".
+            # With "none" the tools still reach the chat template and the model answers in text, which
+            # tool envs read (agentgym.tool_calls); later calls ask that way from the start.
+            if "tools" not in kwargs or "tool_choice" in kwargs or "tool choice" not in exc.message.lower():
+                raise
+            log.info("server at %s cannot parse tool calls (%s); asking with tool_choice='none'", self.base_url, exc.message)
+            self._tool_choice = "none"
+            return await self._create({**request, "tool_choice": "none"}, extras=extras)
 
     def describe(self) -> PolicyInfo:
         """The model and server that answered."""
@@ -104,6 +118,15 @@ def _to_completion(response: Any) -> Completion:
     """Map a chat completion (with vLLM's extra fields when present) onto a Completion."""
     choice = response.choices[0]
     text = choice.message.content or ""
+    # A server with a tool-call parser returns calls as structured fields, not text. Envs read actions
+    # as text, so the calls are written back in the <tool_call> form that agentgym.tool_calls parses.
+    for call in getattr(choice.message, "tool_calls", None) or []:
+        arguments = call.function.arguments
+        try:
+            parsed = json.loads(arguments) if arguments else {}
+        except json.JSONDecodeError:
+            parsed = arguments
+        text += render_tool_call(ToolCall(call.function.name, parsed))
     token_ids = getattr(choice, "token_ids", None)
     logprobs: list[float] | None = None
     entries = choice.logprobs.content if choice.logprobs is not None else None

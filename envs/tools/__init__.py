@@ -1,0 +1,1 @@
+"""Tool-use envs: the agent calls tools (OpenAI function schemas in info["tools"]) that run in a sandbox."""
