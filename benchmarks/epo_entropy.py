@@ -32,7 +32,7 @@ from agentgym.trainers.run_log import read_metrics
 from learning import walkthroughs  # benchmarks/learning.py: the same SFT data doubles as the probe
 
 ROOT = Path(__file__).resolve().parents[1]
-console = Console()
+console = Console(width=130)  # the stability table is wide; keep it whole in logs and pipes
 
 
 def train(config: Path, model: str, steps: int, epo: bool, probe: Path, out: Path) -> Path:
@@ -107,16 +107,20 @@ def main() -> None:
     for i in range(max(len(c) for c in columns)):
         per_step.add_row(str(i), *(f"{c[i]:.4f}" if i < len(c) and not math.isnan(c[i]) else "-" for c in columns))
     console.print(per_step)
-    summary = Table("run", "measure", "points", "mean", "variance across steps", "mean |step-to-step change|",
-                    "held-out success", title="Entropy stability")
+    summary = Table("run", "measure", "points", "mean", "variance across steps", "variance, second half",
+                    "mean |step-to-step change|", "held-out success", title="Entropy stability")
     for name, run, series in (("EPO off", off, (("probe", p_off), ("rollout tokens", h_off))),
                               ("EPO on", on, (("probe", p_on), ("rollout tokens", h_on)))):
         for measure, h in series:
             if len(h) < 2:
-                summary.add_row(name, measure, str(len(h)), "-", "-", "-", held_out(run))
+                summary.add_row(name, measure, str(len(h)), "-", "-", "-", "-", held_out(run))
                 continue
             changes = [abs(b - a) for a, b in zip(h, h[1:])]
+            # EPO weighs its entropy bonus most in the first phase of training: the second half shows
+            # how steady entropy stays once that exploration push has faded.
+            late = h[len(h) // 2:]
             summary.add_row(name, measure, str(len(h)), f"{statistics.fmean(h):.4f}", f"{statistics.pvariance(h):.6f}",
+                            f"{statistics.pvariance(late):.6f}" if len(late) > 1 else "-",
                             f"{statistics.fmean(changes):.4f}", held_out(run))
     console.print(summary)
     console.print(f"probe: full-distribution entropy on the first turns of {probe} (fixed); rollout tokens: mean "
