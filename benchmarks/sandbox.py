@@ -4,7 +4,8 @@
 For each available backend (Docker, bubblewrap): cold create, warm acquire from a pool,
 exec("true"), exec of python3 -c 'print(1)', a 1 MB file write, and reset; and in the same run
 the direct equivalents: docker-py's `exec_run`, the `docker exec` CLI, and a bare `bwrap` call.
-Prints p50/p95 in milliseconds and the issue's goals.
+agentgym's execs and the direct ones alternate call by call, so a change in machine load
+during the run does not favour either. Prints p50/p95 in milliseconds and the issue's goals.
 
     .venv/bin/python benchmarks/sandbox.py            # both backends, 50 repetitions
     .venv/bin/python benchmarks/sandbox.py --backend bwrap --n 200
@@ -48,6 +49,20 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def interleaved(fns: dict[str, Callable[[], object]], n: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Wall milliseconds of each fn, called in turn round after round, so drift in machine load hits all alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(n):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return samples
+
+
 def measure_backend(name: str, n: int) -> dict[str, list[float]]:
     """Every operation of one backend, agentgym's and the direct ones."""
     backend = backend_class(name)()
@@ -73,40 +88,41 @@ def measure_backend(name: str, n: int) -> dict[str, list[float]]:
 
     box = backend.create(SPEC)
     try:
-        rows["exec('true')"] = timed(lambda: box.exec("true"), n)
-        rows["exec python3 -c 'print(1)'"] = timed(lambda: box.exec([SANDBOX_PYTHON, "-c", "print(1)"]), n)
+        calls: dict[str, Callable[[], object]] = {
+            "exec('true')": lambda: box.exec("true"),
+            "exec python3 -c 'print(1)'": lambda: box.exec([SANDBOX_PYTHON, "-c", "print(1)"]),
+        }
+        calls.update(direct_docker(box) if name == "docker" else direct_bwrap())
+        rows.update(interleaved(calls, n))
         rows["write_file 1 MB"] = timed(lambda: box.write_file("one-mb.bin", ONE_MB), n)
         rows["reset"] = timed(box.reset, max(5, n // 5), warmup=1)
-        if name == "docker":
-            rows.update(direct_docker(box, n))
     finally:
         box.close()
-    if name == "bwrap":
-        rows.update(direct_bwrap(n))
     return rows
 
 
-def direct_docker(box: object, n: int) -> dict[str, list[float]]:
-    """docker-py exec_run and the docker exec CLI against the same container."""
+def direct_docker(box: object) -> dict[str, Callable[[], object]]:
+    """docker-py exec_run and the docker exec CLI against the same container, as the same user."""
     import docker
 
     client = docker.from_env()
     container = client.containers.get(box.container_id)  # type: ignore[attr-defined]
+    user = box.spec.user  # type: ignore[attr-defined]
     return {
-        "direct: docker-py exec_run('true')": timed(lambda: container.exec_run(["true"]), n),
-        "direct: docker-py exec_run python3": timed(lambda: container.exec_run([SANDBOX_PYTHON, "-c", "print(1)"]), n),
-        "direct: docker exec CLI 'true'": timed(
-            lambda: subprocess.run(["docker", "exec", container.id, "true"], check=True, capture_output=True), n),
+        "direct: docker-py exec_run('true')": lambda: container.exec_run(["true"], user=user),
+        "direct: docker-py exec_run python3": lambda: container.exec_run([SANDBOX_PYTHON, "-c", "print(1)"], user=user),
+        "direct: docker exec CLI 'true'": lambda: subprocess.run(
+            ["docker", "exec", "--user", user, container.id, "true"], check=True, capture_output=True),
     }
 
 
-def direct_bwrap(n: int) -> dict[str, list[float]]:
+def direct_bwrap() -> dict[str, Callable[[], object]]:
     """A bare bwrap call with the namespaces a sandbox uses, no limits or bookkeeping."""
     base = ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "--proc", "/proc", "--dev", "/dev"]
     return {
-        "direct: bare bwrap 'true'": timed(lambda: subprocess.run([*base, "true"], check=True), n),
-        "direct: bare bwrap python3": timed(
-            lambda: subprocess.run([*base, SANDBOX_PYTHON, "-c", "print(1)"], check=True, capture_output=True), n),
+        "direct: bare bwrap 'true'": lambda: subprocess.run([*base, "true"], check=True),
+        "direct: bare bwrap python3": lambda: subprocess.run(
+            [*base, SANDBOX_PYTHON, "-c", "print(1)"], check=True, capture_output=True),
     }
 
 

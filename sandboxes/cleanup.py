@@ -15,7 +15,7 @@ from types import FrameType
 
 from agentgym.sandboxes.base import live_sandboxes
 
-log = logging.getLogger("agentgym.sandboxes")
+log = logging.getLogger("agentgym.sandboxes")  # one logger for the package, as in messages.py
 
 _installed = False
 _install_lock = threading.Lock()

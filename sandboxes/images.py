@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from agentgym.cache import cache_root, file_lock, recipe_key
 from agentgym.sandboxes.base import SandboxError
+from agentgym.sandboxes.messages import one_line
 
 if TYPE_CHECKING:
     import docker
@@ -84,7 +85,7 @@ def engine(timeout: int = 600) -> docker.DockerClient:
         client = docker.from_env(timeout=timeout)
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure to connect means the same to the user
-        raise SandboxError(f"cannot connect to the Docker engine ({_one_line(exc)}); start it with scripts/start-dockerd.sh") from exc
+        raise SandboxError(f"cannot connect to the Docker engine ({one_line(exc)}); start it with scripts/start-dockerd.sh") from exc
     return client
 
 
@@ -183,7 +184,7 @@ def _has_recipe(client: docker.DockerClient, name: str, key: str) -> bool:
     except docker.errors.ImageNotFound:
         return False
     except docker.errors.APIError as exc:
-        raise SandboxError(f"cannot inspect image {name!r}: {_one_line(exc)}") from exc
+        raise SandboxError(f"cannot inspect image {name!r}: {one_line(exc)}") from exc
     return (image.labels or {}).get(RECIPE_LABEL) == key
 
 
@@ -223,7 +224,7 @@ def _ensure_base(client: docker.DockerClient, recipe: ImageRecipe, force: bool) 
                 str(tarball), repository=tag.split(":")[0], tag=base_key, changes=[f"LABEL {RECIPE_LABEL}={base_key}"]
             )
         except Exception as exc:  # noqa: BLE001
-            raise SandboxError(f"docker import of {tarball} failed ({_one_line(exc)}); delete it and build again") from exc
+            raise SandboxError(f"docker import of {tarball} failed ({one_line(exc)}); delete it and build again") from exc
     return tag
 
 
@@ -311,7 +312,7 @@ def _docker_build(client: docker.DockerClient, context: Path, name: str, labels:
         log = "".join(str(item.get("stream") or item.get("error") or "") for item in exc.build_log)
         raise SandboxError(f"docker build of {name!r} failed: {_last_line(log or str(exc))}") from exc
     except docker.errors.APIError as exc:
-        raise SandboxError(f"docker build of {name!r} failed: {_one_line(exc)}; image names are lowercase, e.g. me/sandbox:py") from exc
+        raise SandboxError(f"docker build of {name!r} failed: {one_line(exc)}; image names are lowercase, e.g. me/sandbox:py") from exc
 
 
 def _shell_quote(text: str) -> str:
@@ -323,7 +324,3 @@ def _shell_quote(text: str) -> str:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
