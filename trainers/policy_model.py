@@ -8,6 +8,7 @@ prompt position would cost as much as the transformer body and most of the memor
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentgym.errors import PolicyError
 from agentgym.models import resolve_model
-from agentgym.trainers.batches import MicroBatch
+from agentgym.trainers.batches import MicroBatch, TurnSample, micro_batches
 from agentgym.trainers.objectives import token_entropy
 
 
@@ -119,6 +120,18 @@ def score_policy_tokens(
         entropy = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
         entropy[:, 1:][targets] = token_entropy(logits)
     return logprobs, entropy
+
+
+def mean_token_entropy(model: Any, samples: Sequence[TurnSample], token_budget: int, pad_id: int, precision: str) -> float:
+    """Mean entropy (nats) of the next-token distribution over every policy token of `samples`, without gradients."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for mb in micro_batches(samples, token_budget, pad_id):
+            _, entropy = score_policy_tokens(model, mb, precision=precision)
+            assert entropy is not None
+            total += float((entropy * mb.loss_mask).sum())
+            count += int(mb.loss_mask.sum())
+    return total / count
 
 
 def save_model(trainable: TrainableModel, out_dir: str | Path) -> Path:

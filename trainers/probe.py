@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from agentgym.errors import AgentGymError
 from agentgym.store import read_trajectories
-from agentgym.trainers.batches import TurnSample, micro_batches, turn_samples
-from agentgym.trainers.policy_model import TrainableModel, score_policy_tokens
+from agentgym.trainers.batches import TurnSample, turn_samples
+from agentgym.trainers.policy_model import TrainableModel, mean_token_entropy
 
 
 def load_probe(path: str | Path, trainable: TrainableModel, turns: int, max_length: int) -> list[TurnSample]:
@@ -34,16 +32,9 @@ def load_probe(path: str | Path, trainable: TrainableModel, turns: int, max_leng
 
 def probe_entropy(trainable: TrainableModel, samples: Sequence[TurnSample], token_budget: int, precision: str) -> float:
     """Mean entropy (nats) of the policy's next-token distribution over every completion token of the probe."""
-    total, count = 0.0, 0
     was_training = trainable.model.training
     trainable.model.eval()
     try:
-        with torch.no_grad():
-            for mb in micro_batches(samples, token_budget, trainable.pad_token_id):
-                _, entropy = score_policy_tokens(trainable.model, mb, precision=precision)
-                assert entropy is not None
-                total += float((entropy * mb.loss_mask).sum())
-                count += int(mb.loss_mask.sum())
+        return mean_token_entropy(trainable.model, samples, token_budget, trainable.pad_token_id, precision)
     finally:
         trainable.model.train(was_training)
-    return total / count

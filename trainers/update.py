@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentgym.trainers import objectives
 from agentgym.trainers.batches import TurnSample, batch_totals, micro_batches
-from agentgym.trainers.policy_model import TrainableModel, score_policy_tokens
+from agentgym.trainers.policy_model import TrainableModel, mean_token_entropy, score_policy_tokens
 
 
 class EPOConfig(BaseModel):
@@ -90,7 +90,7 @@ def policy_gradient_step(
         for epoch in range(config.epochs):
             slope, penalty = 0.0, 0.0
             if epo.enabled and epo.smoothing_coef > 0 and history:
-                slope, penalty = smoothing_slope(trainable, samples, config, history, num_tokens)
+                slope, penalty = smoothing_slope(trainable, samples, config, history)
             optimizer.zero_grad(set_to_none=True)
             totals = dict.fromkeys(("loss/policy", "loss/kl", "loss/entropy_bonus", "loss/entropy_smoothing",
                                     "policy/clip_fraction", "policy/ratio_mean", "policy/approx_kl",
@@ -155,19 +155,14 @@ def policy_gradient_step(
 
 
 def smoothing_slope(
-    trainable: TrainableModel, samples: Sequence[TurnSample], config: UpdateConfig, history: Sequence[float], num_tokens: int
+    trainable: TrainableModel, samples: Sequence[TurnSample], config: UpdateConfig, history: Sequence[float]
 ) -> tuple[float, float]:
     """EPO's smoothing penalty P(H) at the batch's current mean entropy H, and its slope dP/dH.
 
     H needs a forward pass over the whole batch (no gradient) before the accumulating pass.
     """
-    total = 0.0
-    with torch.no_grad():
-        for mb in micro_batches(samples, config.micro_batch_tokens, trainable.pad_token_id):
-            _, entropy = score_policy_tokens(trainable.model, mb, precision=config.precision)
-            assert entropy is not None
-            total += float((entropy * mb.loss_mask).sum())
-    h = torch.tensor(total / num_tokens, requires_grad=True)
+    mean = mean_token_entropy(trainable.model, samples, config.micro_batch_tokens, trainable.pad_token_id, config.precision)
+    h = torch.tensor(mean, requires_grad=True)
     penalty = objectives.entropy_smoothing_penalty(h, history, band=config.epo.band, coef=config.epo.smoothing_coef)
     (slope,) = torch.autograd.grad(penalty, h)
     return float(slope), float(penalty.detach())
