@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.table import Table
 
 from agentgym.config import load_yaml
-from agentgym.store import read_trajectories
 from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.loop import Trainer
 from agentgym.trainers.run_log import read_metrics
@@ -44,33 +43,17 @@ def train(config: Path, model: str, steps: int, epo: bool, probe: Path, out: Pat
     return out
 
 
-def entropies(run: Path, steps: int) -> list[float]:
-    """Per-step mean token entropy of the policy, estimated from every rollout token of the step.
+def series(run: Path, key: str, first: int, last: int) -> list[float]:
+    """A metric of the run at steps first..last, in step order (steps that lack it are left out).
 
-    The trainer's own `policy/entropy` covers only the turns it trained on, and without EPO it
-    skips turns whose advantage is zero, so the two runs would measure different token sets. The
-    mean -log p of the sampled tokens (rollouts sample at temperature 1) estimates the entropy over
-    all of them, the same way in both runs.
+    Two are compared: `policy/probe_entropy` (the same probe turns every time; step 0 is the
+    start) and `rollout/sampled_token_nll`, the mean -log p of every token the step sampled at
+    temperature 1, an estimate of the entropy over all rollout tokens. The trainer's own
+    `policy/entropy` is not used: it covers only the turns it trained on, and without EPO it skips
+    turns whose advantage is zero, so the two runs would measure different token sets.
     """
-    values = []
-    for step in range(1, steps + 1):
-        path = run / "trajectories" / f"step-{step:06d}.jsonl"
-        if not path.is_file():
-            break
-        nll = [-lp for t in read_trajectories(path) for u in t.turns for lp in (u.completion_logprobs or [])]
-        values.append(statistics.fmean(nll))
-    return values
-
-
-def probe_entropies(run: Path, steps: int) -> list[float]:
-    """`policy/probe_entropy` at steps 0..steps: the same probe turns every time."""
-    values = {m["step"]: m["policy/probe_entropy"] for m in read_metrics(run) if m.get("policy/probe_entropy") is not None}
-    return [values[s] for s in range(steps + 1) if s in values]
-
-
-def trained_entropies(run: Path, steps: int) -> list[float]:
-    """The trainer's `policy/entropy` per step (over the turns it trained on)."""
-    return [m["policy/entropy"] for m in read_metrics(run) if m.get("policy/entropy") is not None][:steps]
+    values = {m["step"]: m[key] for m in read_metrics(run) if m.get(key) is not None}
+    return [values[s] for s in range(first, last + 1) if s in values]
 
 
 def held_out(run: Path) -> str:
@@ -98,8 +81,8 @@ def main() -> None:
         probe = walkthroughs(TrainConfig.model_validate({**load_yaml(config), "model": args.model}), out / "probe")
     off = Path(args.off_run) if args.off_run else train(config, args.model, args.steps, False, probe, out / "off")
     on = Path(args.on_run) if args.on_run else train(config, args.model, args.steps, True, probe, out / "on")
-    p_off, p_on = probe_entropies(off, args.steps), probe_entropies(on, args.steps)
-    h_off, h_on = entropies(off, args.steps), entropies(on, args.steps)
+    p_off, p_on = (series(run, "policy/probe_entropy", 0, args.steps) for run in (off, on))
+    h_off, h_on = (series(run, "rollout/sampled_token_nll", 1, args.steps) for run in (off, on))
 
     per_step = Table("step", "EPO off: probe", "EPO on: probe", "EPO off: rollout tokens", "EPO on: rollout tokens",
                      title="Mean token entropy per step (nats); probe: after the step's update, step 0 = start")
@@ -109,9 +92,9 @@ def main() -> None:
     console.print(per_step)
     summary = Table("run", "measure", "points", "mean", "variance across steps", "variance, second half",
                     "mean |step-to-step change|", "held-out success", title="Entropy stability")
-    for name, run, series in (("EPO off", off, (("probe", p_off), ("rollout tokens", h_off))),
+    for name, run, measures in (("EPO off", off, (("probe", p_off), ("rollout tokens", h_off))),
                               ("EPO on", on, (("probe", p_on), ("rollout tokens", h_on)))):
-        for measure, h in series:
+        for measure, h in measures:
             if len(h) < 2:
                 summary.add_row(name, measure, str(len(h)), "-", "-", "-", "-", held_out(run))
                 continue
