@@ -6,6 +6,7 @@ import io
 import posixpath
 import tarfile
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -58,6 +59,8 @@ class Sandbox(ABC):
         self.spec = spec
         self.id = sandbox_id
         self.closed = False
+        # When the sandbox's wall-clock lifetime ends, on time.monotonic(); None: it never does.
+        self.expires_at = None if spec.wall_clock_s is None else time.monotonic() + spec.wall_clock_s
         with _LIVE_LOCK:
             _LIVE.add(self)
         from agentgym.sandboxes.cleanup import install_handlers  # cleanup imports this module
@@ -146,8 +149,23 @@ class Sandbox(ABC):
             raise SandboxError("empty sandbox path")
         return posixpath.normpath(path if path.startswith("/") else posixpath.join(self.spec.workdir, path))
 
+    def lifetime_over(self) -> bool:
+        """The spec's wall-clock limit has run out."""
+        return self.expires_at is not None and time.monotonic() >= self.expires_at
+
+    def exec_deadline(self, timeout: float | None) -> float:
+        """When a command started now must end (time.monotonic()): its timeout, cut at the end of the lifetime."""
+        end = time.monotonic() + (self.spec.exec_timeout_s if timeout is None else timeout)
+        return end if self.expires_at is None else min(end, self.expires_at)
+
     def _check_open(self) -> None:
+        """Raise SandboxClosedError for a closed sandbox, closing it first when its lifetime has run out."""
+        if not self.closed and self.lifetime_over():
+            self.close()
         if self.closed:
+            if self.lifetime_over():
+                limit = self.spec.wall_clock_s
+                raise SandboxClosedError(f"sandbox {self.id} reached its wall-clock limit of {limit:g}s and was closed")
             raise SandboxClosedError(f"sandbox {self.id} is closed")
 
     def __enter__(self) -> Sandbox:

@@ -90,7 +90,6 @@ class BwrapSandbox(Sandbox):
         self._cgroups = group
         self._privileged = os.geteuid() == 0
         self._bwrap = shutil.which("bwrap") or "bwrap"
-        self._expires = None if spec.wall_clock_s is None else time.monotonic() + spec.wall_clock_s
         self._runs: set[BwrapRun] = set()
         self._lock = threading.Lock()
         self._restore_point: str | None = None
@@ -134,10 +133,8 @@ class BwrapSandbox(Sandbox):
     ) -> tuple[int, bool, float, bool]:
         """Run argv to its end or timeout; returns (exit code, timed out, seconds, OOM-killed)."""
         self._check_open()
-        limit = self.spec.exec_timeout_s if timeout is None else timeout
-        if self._expires is not None:
-            limit = min(limit, self._expires - time.monotonic())
         start = time.monotonic()
+        limit = self.exec_deadline(timeout) - start
         try:
             run, oom_before = self._spawn(argv, cwd, self._environment(env), stdin is not None)
         except OSError as exc:
@@ -174,14 +171,6 @@ class BwrapSandbox(Sandbox):
         oom = self._cgroups is not None and self._cgroups.oom_kills() > oom_before
         code = 137 if timed_out else (128 - code if code < 0 else code)
         return code, timed_out, time.monotonic() - start, oom
-
-    def _check_open(self) -> None:
-        """Raise if the sandbox is closed, closing it first when its wall-clock limit has run out."""
-        if not self.closed and self._expires is not None and time.monotonic() >= self._expires:
-            self.close()
-            limit = self.spec.wall_clock_s
-            raise SandboxClosedError(f"sandbox {self.id} reached its wall-clock limit ({limit}s) and was closed")
-        super()._check_open()
 
     def _environment(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         # Never the host's environment: only these, the spec's and the call's.

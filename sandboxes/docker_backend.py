@@ -20,6 +20,7 @@ from agentgym.sandboxes.docker_sandbox import SANDBOX_LABEL, DockerSandbox, remo
 from agentgym.sandboxes.images import ensure_default_image
 from agentgym.sandboxes.messages import one_line
 from agentgym.sandboxes.owner import Owner
+from agentgym.sandboxes.spec import SandboxSpec
 
 if TYPE_CHECKING:
     import docker
@@ -85,8 +86,7 @@ class DockerBackend(SandboxBackend):
         except BaseException:
             sandbox.close()
             raise
-        if spec.wall_clock_s is not None:
-            REAPER.watch(sandbox, sandbox._deadline)
+        REAPER.watch(sandbox, sandbox.expires_at)
         return sandbox
 
     def list(self) -> list[SandboxInfo]:

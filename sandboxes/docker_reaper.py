@@ -42,7 +42,7 @@ class Reaper:
             sandbox = ref()
             if sandbox is not None and not sandbox.closed:
                 try:
-                    sandbox._expire()
+                    sandbox.close()
                 except Exception:  # noqa: BLE001 - a failed removal is left to `agentgym sandbox gc`
                     pass
 

@@ -57,8 +57,6 @@ class DockerSandbox(Sandbox):
         self._container_id = ""
         self._oom_file: Path | None = None
         self._created = time.time()
-        self._deadline = time.monotonic() + spec.wall_clock_s if spec.wall_clock_s is not None else None
-        self._expired = False
         self._snapshot_dir: Path | None = None
         self._snapshots: dict[str, Path] = {}
         self._restore_point: Path | None = None
@@ -149,13 +147,10 @@ class DockerSandbox(Sandbox):
         env: Mapping[str, str] | None = None,
     ) -> ExecResult:
         """Run `cmd` as the sandbox user to completion, or kill every process of it at the timeout."""
-        self._check_alive()
+        self._check_open()
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        limit = self.spec.exec_timeout_s if timeout is None else timeout
         started = time.monotonic()
-        deadline = started + limit
-        if self._deadline is not None:
-            deadline = min(deadline, self._deadline)
+        deadline = self.exec_deadline(timeout)
         stdout, stderr = CappedOutput(self.spec.output_cap_bytes), CappedOutput(self.spec.output_cap_bytes)
         oom_before = read_oom_kills(self._oom_file)
         exit_code, timed_out, note = self._run(
@@ -219,8 +214,8 @@ class DockerSandbox(Sandbox):
 
     def _kill_commands(self, sock: socket.socket, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> str:
         """Kill every process of the sandbox user; replace the container when that cannot be done."""
-        if self._deadline is not None and time.monotonic() >= self._deadline:
-            self._expire()  # the sandbox's lifetime is over: removing the container kills everything
+        if self.lifetime_over():
+            self.close()  # the sandbox's lifetime is over: removing the container kills everything
             return ""
         # kill(-1) as the sandbox user signals all its processes (children that left the process group
         # too) but not the keeper, which runs as another uid, so the container and its files stay.
@@ -267,19 +262,6 @@ class DockerSandbox(Sandbox):
             return SandboxClosedError(f"sandbox {self.id} was closed while the command ran")
         return SandboxError(f"the container of sandbox {self.id} is gone ({one_line(exc)}); create a new sandbox")
 
-    def _check_alive(self) -> None:
-        """Raise for a closed sandbox, and close one whose wall-clock lifetime has run out."""
-        if self._expired:
-            raise SandboxClosedError(f"sandbox {self.id} reached its wall-clock limit of {self.spec.wall_clock_s:g}s and was removed")
-        self._check_open()
-        if self._deadline is not None and time.monotonic() >= self._deadline:
-            self._expire()
-            self._check_alive()
-
-    def _expire(self) -> None:
-        self._expired = True
-        self.close()
-
     # --- files ---
     def write_file(self, path: str, data: bytes | str) -> None:
         """Create or replace a file (parents created), owned by the sandbox user."""
@@ -308,7 +290,7 @@ class DockerSandbox(Sandbox):
 
     def _checked(self, argv: list[str], what: str, stdin: Iterable[bytes] | None = None) -> bytes:
         """Run a file helper; its whole stdout, or SandboxError with its stderr."""
-        self._check_alive()
+        self._check_open()
         out = bytearray()
         err = CappedOutput(4096)
         code, timed_out, _ = self._run(argv, out.extend, err.feed, time.monotonic() + self.spec.exec_timeout_s, stdin=stdin)
@@ -332,13 +314,13 @@ class DockerSandbox(Sandbox):
     # --- lifecycle ---
     def reset(self) -> None:
         """A fresh container from the image, with the files of the last restore() point if any."""
-        self._check_alive()
+        self._check_open()
         with self._lock:
             self._replace_container(self._restore_point)
 
     def snapshot(self) -> str:
         """Record the files of the workdir and /tmp (processes are not recorded); returns the snapshot id."""
-        self._check_alive()
+        self._check_open()
         if self._snapshot_dir is None:
             self._snapshot_dir = Path(tempfile.mkdtemp(prefix=f"{self.id}-snapshots-"))
         snapshot_id = f"{self.id}-snap{len(self._snapshots) + 1}"
@@ -358,7 +340,7 @@ class DockerSandbox(Sandbox):
 
     def restore(self, snapshot_id: str) -> None:
         """Go back to the files recorded by snapshot() in a fresh container; later reset()s return here."""
-        self._check_alive()
+        self._check_open()
         path = self._snapshots.get(snapshot_id)
         if path is None:
             raise SandboxError(f"sandbox {self.id} has no snapshot {snapshot_id!r} (known: {', '.join(self._snapshots) or 'none'})")
