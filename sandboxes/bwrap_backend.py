@@ -81,8 +81,7 @@ class BwrapBackend(SandboxBackend):
     def _prepare(self, spec: SandboxSpec, sandbox_id: str, directory: Path, privileged: bool) -> BwrapSandbox:
         # The owner file comes first, so that gc finds this sandbox even if this process dies mid-way.
         owner = current_owner()
-        record = {"id": sandbox_id, "pid": owner.pid, "start_ticks": owner.start_ticks, "labels": owner.labels(),
-                  "created": time.time(), "spec_key": spec.key()}
+        record = {"id": sandbox_id, "labels": owner.labels(), "created": time.time(), "spec_key": spec.key()}
         (directory / "owner.json").write_text(json.dumps(record))
         fs = directory / "fs"
         fs.mkdir()

@@ -26,8 +26,13 @@ if TYPE_CHECKING:
     import docker
 
 
-def _docker_host() -> str:
-    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+_NO_SDK = "the docker Python package is missing; install it with `pip install docker`"
+
+
+def _cannot_connect(exc: BaseException) -> str:
+    """Why no engine answered, and how to start one."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return f"cannot connect to the Docker engine at {host} ({one_line(exc)}); start it with scripts/start-dockerd.sh"
 
 
 class DockerBackend(SandboxBackend):
@@ -47,7 +52,7 @@ class DockerBackend(SandboxBackend):
         try:
             import docker
         except ImportError:
-            return "the docker Python package is missing; install it with `pip install docker`"
+            return _NO_SDK
         try:
             # A client of its own: the short timeout must not stay on the one that runs builds and execs.
             probe = docker.from_env(timeout=3)
@@ -56,7 +61,7 @@ class DockerBackend(SandboxBackend):
             finally:
                 probe.close()
         except Exception as exc:  # noqa: BLE001 - every failure to reach the engine reads the same
-            return f"cannot connect to the Docker engine at {_docker_host()} ({one_line(exc)}); start it with scripts/start-dockerd.sh"
+            return _cannot_connect(exc)
         return None
 
     def client(self, timeout: int = 120) -> docker.DockerClient:
@@ -66,14 +71,11 @@ class DockerBackend(SandboxBackend):
                 try:
                     import docker
                 except ImportError as exc:
-                    raise SandboxError("the docker Python package is missing; install it with `pip install docker`") from exc
+                    raise SandboxError(_NO_SDK) from exc
                 try:
                     self._client = docker.from_env(timeout=timeout, max_pool_size=64)
                 except Exception as exc:  # noqa: BLE001
-                    raise SandboxError(
-                        f"cannot connect to the Docker engine at {_docker_host()} ({one_line(exc)}); "
-                        "start it with scripts/start-dockerd.sh"
-                    ) from exc
+                    raise SandboxError(_cannot_connect(exc)) from exc
             return self._client
 
     # --- sandboxes ---

@@ -65,7 +65,6 @@ class SandboxPool:
     def acquire(self, timeout: float | None = None) -> Sandbox:
         """A clean sandbox for the caller's sole use; waits when max_size are out (SandboxError after `timeout`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        create = False
         with self._cond:
             while True:
                 if self._closed:
@@ -75,14 +74,12 @@ class SandboxPool:
                     self._cond.notify_all()  # the maintainer tops the warm set up again
                     return sandbox
                 if self._count < self.max_size:
-                    self._count += 1
-                    create = True
+                    self._count += 1  # a slot for the sandbox made below, outside the lock
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise SandboxError(f"no sandbox free within {timeout:.1f}s: all {self.max_size} of the pool are in use")
                 self._cond.wait(remaining)
-        assert create
         try:
             return self.backend.create(self.spec)
         except BaseException:
