@@ -17,6 +17,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from agentgym.errors import AgentGymError
+from agentgym.sandboxes.output import CappedOutput
 from agentgym.sandboxes.spec import ExecResult, SandboxSpec
 
 
@@ -68,7 +69,6 @@ class Sandbox(ABC):
         install_handlers()
 
     # --- commands ---
-    @abstractmethod
     def exec(
         self,
         cmd: Command,
@@ -77,6 +77,33 @@ class Sandbox(ABC):
         env: Mapping[str, str] | None = None,
     ) -> ExecResult:
         """Run `cmd` to completion or to its timeout (default: the spec's exec_timeout_s)."""
+        self._check_open()
+        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(a) for a in cmd]
+        if not argv:
+            raise SandboxError("empty command")
+        stdout, stderr = CappedOutput(self.spec.output_cap_bytes), CappedOutput(self.spec.output_cap_bytes)
+        started = time.monotonic()
+        exit_code, timed_out, oom_killed = self._exec(
+            argv, self.exec_deadline(timeout), self.resolve(workdir) if workdir else None, env, stdout, stderr
+        )
+        return ExecResult(
+            exit_code=exit_code, stdout=stdout.text(), stderr=stderr.text(), timed_out=timed_out,
+            duration=time.monotonic() - started, oom_killed=oom_killed,
+            stdout_truncated=stdout.dropped, stderr_truncated=stderr.dropped,
+        )
+
+    @abstractmethod
+    def _exec(
+        self,
+        argv: list[str],
+        deadline: float,
+        workdir: str | None,
+        env: Mapping[str, str] | None,
+        stdout: CappedOutput,
+        stderr: CappedOutput,
+    ) -> tuple[int, bool, bool]:
+        """Backend part of exec: run argv as the sandbox user until it ends or `deadline` (time.monotonic()),
+        its output fed to stdout/stderr; returns (exit code, timed out, OOM-killed). workdir None: the spec's."""
 
     # --- files ---
     @abstractmethod

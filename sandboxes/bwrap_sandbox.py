@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
-from agentgym.sandboxes.base import Command, Sandbox, SandboxClosedError, SandboxError
+from agentgym.sandboxes.base import Sandbox, SandboxClosedError, SandboxError
 from agentgym.sandboxes.bwrap_command import drop_privileges, sandbox_args
 from agentgym.sandboxes.bwrap_process import (
     KILL_GRACE_S,
@@ -35,7 +35,7 @@ from agentgym.sandboxes.host_mounts import mount_tmpfs, unmount_all
 from agentgym.sandboxes.messages import log
 from agentgym.sandboxes.output import CappedOutput
 from agentgym.sandboxes.seccomp import seccomp_program
-from agentgym.sandboxes.spec import ExecResult, SandboxSpec
+from agentgym.sandboxes.spec import SandboxSpec
 
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 SUBDIRS = {"work": 0o755, "tmp": 0o1777, "shm": 0o1777}
@@ -96,45 +96,32 @@ class BwrapSandbox(Sandbox):
         self._files = HostFiles(self.fs, spec, self._privileged)
 
     # --- commands ---
-    def exec(
+    def _exec(
         self,
-        cmd: Command,
-        timeout: float | None = None,
-        workdir: str | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> ExecResult:
-        """Run `cmd` in a fresh bwrap as the sandbox user; output capped, the whole tree killed at the timeout."""
-        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(a) for a in cmd]
-        if not argv:
-            raise SandboxError("empty command")
-        out, err = CappedOutput(self.spec.output_cap_bytes), CappedOutput(self.spec.output_cap_bytes)
-        cwd = self.resolve(workdir) if workdir else self.spec.workdir
-        code, timed_out, duration, oom = self._run(argv, cwd, env, timeout, None, out, err)
-        return ExecResult(
-            exit_code=code,
-            stdout=out.text(),
-            stderr=err.text(),
-            timed_out=timed_out,
-            duration=duration,
-            oom_killed=oom,
-            stdout_truncated=out.dropped,
-            stderr_truncated=err.dropped,
-        )
+        argv: list[str],
+        deadline: float,
+        workdir: str | None,
+        env: Mapping[str, str] | None,
+        stdout: CappedOutput,
+        stderr: CappedOutput,
+    ) -> tuple[int, bool, bool]:
+        """Run argv in a fresh bwrap as the sandbox user; the whole process tree is killed at the deadline."""
+        return self._run(argv, workdir or self.spec.workdir, env, deadline, None, stdout, stderr)
 
     def _run(
         self,
         argv: list[str],
         cwd: str,
         env: Mapping[str, str] | None,
-        timeout: float | None,
+        deadline: float,
         stdin: bytes | None,
         out: Sink,
         err: Sink,
-    ) -> tuple[int, bool, float, bool]:
-        """Run argv to its end or timeout; returns (exit code, timed out, seconds, OOM-killed)."""
+    ) -> tuple[int, bool, bool]:
+        """Run argv to its end or the deadline; returns (exit code, timed out, OOM-killed)."""
         self._check_open()
         start = time.monotonic()
-        limit = self.exec_deadline(timeout) - start
+        limit = deadline - start
         try:
             run, oom_before = self._spawn(argv, cwd, self._environment(env), stdin is not None)
         except OSError as exc:
@@ -170,7 +157,7 @@ class BwrapSandbox(Sandbox):
             self._cgroups.kill_all(KILL_GRACE_S if timed_out else 0, match=lambda pid: pid_ns(pid) == run.pid_ns)
         oom = self._cgroups is not None and self._cgroups.oom_kills() > oom_before
         code = 137 if timed_out else (128 - code if code < 0 else code)
-        return code, timed_out, time.monotonic() - start, oom
+        return code, timed_out, oom
 
     def _environment(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         # Never the host's environment: only these, the spec's and the call's.
@@ -239,7 +226,7 @@ class BwrapSandbox(Sandbox):
 
     def _internal(self, argv: list[str], stdin: bytes | None, what: str) -> bytes:
         out, err = ByteSink(), CappedOutput(1 << 16)
-        code, timed_out, _, _ = self._run(argv, "/", None, None, stdin, out, err)
+        code, timed_out, _ = self._run(argv, "/", None, self.exec_deadline(None), stdin, out, err)
         if code != 0 or timed_out:
             detail = "; ".join(err.text().strip().splitlines())[:500]
             reason = "timed out" if timed_out else (detail or f"exit status {code}")

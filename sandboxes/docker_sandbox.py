@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentgym.sandboxes.base import Command, Sandbox, SandboxClosedError, SandboxError
+from agentgym.sandboxes.base import Sandbox, SandboxClosedError, SandboxError
 from agentgym.sandboxes.docker_exec import pump, send_all
 from agentgym.sandboxes.docker_oom import find_oom_file, read_oom_kills
 from agentgym.sandboxes.messages import one_line
 from agentgym.sandboxes.output import CappedOutput
 from agentgym.sandboxes.owner import current_owner
-from agentgym.sandboxes.spec import ExecResult, SandboxSpec
+from agentgym.sandboxes.spec import SandboxSpec
 
 if TYPE_CHECKING:
     from agentgym.sandboxes.docker_backend import DockerBackend
@@ -139,26 +139,18 @@ class DockerSandbox(Sandbox):
         return self._container_id
 
     # --- commands ---
-    def exec(
+    def _exec(
         self,
-        cmd: Command,
-        timeout: float | None = None,
-        workdir: str | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> ExecResult:
-        """Run `cmd` as the sandbox user to completion, or kill every process of it at the timeout."""
-        self._check_open()
-        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        started = time.monotonic()
-        deadline = self.exec_deadline(timeout)
-        stdout, stderr = CappedOutput(self.spec.output_cap_bytes), CappedOutput(self.spec.output_cap_bytes)
+        argv: list[str],
+        deadline: float,
+        workdir: str | None,
+        env: Mapping[str, str] | None,
+        stdout: CappedOutput,
+        stderr: CappedOutput,
+    ) -> tuple[int, bool, bool]:
+        """One docker exec as the sandbox user; at the deadline every process of it is killed."""
         oom_before = read_oom_kills(self._oom_file)
-        exit_code, timed_out, note = self._run(
-            argv, stdout.feed, stderr.feed, deadline,
-            workdir=self.resolve(workdir) if workdir else None,
-            env=env,
-        )
-        duration = time.monotonic() - started
+        exit_code, timed_out, note = self._run(argv, stdout.feed, stderr.feed, deadline, workdir=workdir, env=env)
         oom_after = read_oom_kills(self._oom_file)
         if oom_before is not None and oom_after is not None:
             oom_killed = oom_after > oom_before
@@ -167,11 +159,7 @@ class DockerSandbox(Sandbox):
             oom_killed = exit_code == 137 and not timed_out
         if note:
             stderr.feed(note.encode())
-        return ExecResult(
-            exit_code=exit_code, stdout=stdout.text(), stderr=stderr.text(), timed_out=timed_out,
-            duration=duration, oom_killed=oom_killed,
-            stdout_truncated=stdout.dropped, stderr_truncated=stderr.dropped,
-        )
+        return exit_code, timed_out, oom_killed
 
     def _run(
         self,
