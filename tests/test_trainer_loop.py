@@ -243,25 +243,29 @@ def test_sft_command_learns_the_recorded_replies(tiny_model_dir: Path, tmp_path:
     assert missing.returncode == 2 and "not found" in out.decode()
 
 
-def test_entropy_probe_is_measured_on_the_same_turns_at_every_step(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_entropy_probe_is_measured_on_the_same_turns_at_every_step(tiny_reply_model_dir: Path, tmp_path: Path) -> None:
     from agentgym.trainers.policy_model import load_trainable
     from agentgym.trainers.probe import load_probe, probe_entropy
 
-    first = _config(tiny_model_dir, tmp_path / "first", steps=1, eval_episodes=0)
+    model = tiny_reply_model_dir
+    first = _config(model, tmp_path / "first", steps=1, eval_episodes=0)
     Trainer(first, tmp_path / "first", show_progress=False).run()
     probe_file = tmp_path / "first" / "trajectories" / "step-000001.jsonl"
-    cfg = _config(tiny_model_dir, tmp_path / "run", eval_episodes=0, entropy_probe=str(probe_file), entropy_probe_turns=5)
+    # A strong EPO entropy bonus updates the policy at every step whatever the rewards (a GRPO step
+    # alone does nothing when all rollouts of a group score alike), and the fitted model's entropy is
+    # low enough to have room to rise.
+    cfg = _config(model, tmp_path / "run", eval_episodes=0, entropy_probe=str(probe_file), entropy_probe_turns=5,
+                  **{"update.epo.enabled": True, "update.epo.entropy_coef": 1.0})
     Trainer(cfg, tmp_path / "run", show_progress=False).run()
     records = {m["step"]: m for m in read_metrics(tmp_path / "run")}
     assert sorted(records) == [0, 1, 2]
     # Step 0 is the starting model: recomputing on the same turns must give the same number.
-    trainable = load_trainable(str(tiny_model_dir))
+    trainable = load_trainable(str(model))
     probe = load_probe(probe_file, trainable, 5, 2048)
     assert len(probe) == 5
     expected = probe_entropy(trainable, probe, 4096, "fp32")
     assert records[0]["policy/probe_entropy"] == pytest.approx(expected, abs=1e-6)
-    # Training moves the policy, so later measurements on the same turns differ from the start
-    # (by ~5e-5 nats here: the tiny model's entropy sits near its maximum, log of its vocabulary).
+    # Training moves the policy, so later measurements on the same turns differ from the start.
     assert abs(records[2]["policy/probe_entropy"] - expected) > 1e-5
     with pytest.raises(AgentGymError, match="not a file"):
         load_probe(tmp_path / "missing.jsonl", trainable, 5, 2048)
