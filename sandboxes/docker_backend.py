@@ -45,6 +45,9 @@ class DockerBackend(SandboxBackend):
         self._lock = threading.Lock()
         self._image_ids: dict[str, str] = {}
         self._seeds: dict[tuple[str, str], Path | None] = {}
+        # First containers of an image made at once (a pool's worker and its caller) must not extract
+        # its seed side by side: they would write and rename the same partial file.
+        self._seed_lock = threading.Lock()
 
     # --- engine ---
     def unavailable_reason(self) -> str | None:
@@ -150,20 +153,21 @@ class DockerBackend(SandboxBackend):
         layers beneath the tmpfs) and kept in the cache, keyed by the image id.
         """
         key = (image_id, workdir)
-        if key in self._seeds:
-            return self._seeds[key]
-        seeds = cache_root() / "sandbox-seeds"
-        seeds.mkdir(parents=True, exist_ok=True)
-        stem = seeds / f"{image_id.split(':')[-1][:16]}-{recipe_key(workdir)}"
-        seed: Path | None
-        if stem.with_suffix(".tar").is_file():
-            seed = stem.with_suffix(".tar")
-        elif stem.with_suffix(".empty").is_file():
-            seed = None
-        else:
-            seed = self._extract_seed(container_id, workdir, stem)
-        self._seeds[key] = seed
-        return seed
+        with self._seed_lock:
+            if key in self._seeds:
+                return self._seeds[key]
+            seeds = cache_root() / "sandbox-seeds"
+            seeds.mkdir(parents=True, exist_ok=True)
+            stem = seeds / f"{image_id.split(':')[-1][:16]}-{recipe_key(workdir)}"
+            seed: Path | None
+            if stem.with_suffix(".tar").is_file():
+                seed = stem.with_suffix(".tar")
+            elif stem.with_suffix(".empty").is_file():
+                seed = None
+            else:
+                seed = self._extract_seed(container_id, workdir, stem)
+            self._seeds[key] = seed
+            return seed
 
     def _extract_seed(self, container_id: str, workdir: str, stem: Path) -> Path | None:
         import tarfile
