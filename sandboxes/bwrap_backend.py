@@ -31,7 +31,7 @@ from agentgym.sandboxes.bwrap_command import setpriv_path
 from agentgym.sandboxes.bwrap_sandbox import BwrapSandbox, make_subdirs, teardown
 from agentgym.sandboxes.cgroups import CgroupSet
 from agentgym.sandboxes.host_mounts import mount_tmpfs
-from agentgym.sandboxes.messages import warn_once
+from agentgym.sandboxes.messages import last_line, warn_once
 from agentgym.sandboxes.owner import Owner, current_owner
 from agentgym.sandboxes.spec import SandboxSpec
 
@@ -155,8 +155,7 @@ def _probe() -> str | None:
         try:
             done = subprocess.run([*args, "true"], capture_output=True, text=True, timeout=20)
             if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-                reason = f"bwrap cannot create namespaces here: {last}"
+                reason = f"bwrap cannot create namespaces here: {last_line(done.stderr, f'exit {done.returncode}')}"
         except (OSError, subprocess.TimeoutExpired) as exc:
             reason = f"bwrap does not run: {exc}"
     if reason is None and os.geteuid() == 0 and shutil.which("setpriv") is None:

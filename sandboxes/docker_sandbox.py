@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from agentgym.sandboxes.base import Sandbox, SandboxClosedError, SandboxError
 from agentgym.sandboxes.docker_exec import pump, send_all
 from agentgym.sandboxes.docker_oom import find_oom_file, read_oom_kills
-from agentgym.sandboxes.messages import one_line
+from agentgym.sandboxes.messages import last_line, one_line
 from agentgym.sandboxes.output import CappedOutput
 from agentgym.sandboxes.owner import current_owner
 from agentgym.sandboxes.spec import SandboxSpec
@@ -283,7 +283,7 @@ class DockerSandbox(Sandbox):
         err = CappedOutput(4096)
         code, timed_out, _ = self._run(argv, out.extend, err.feed, time.monotonic() + self.spec.exec_timeout_s, stdin=stdin)
         if timed_out or code != 0:
-            reason = "timed out" if timed_out else (err.text().strip().splitlines() or [f"exit code {code}"])[-1]
+            reason = "timed out" if timed_out else last_line(err.text(), f"exit code {code}")
             raise SandboxError(f"cannot {what} in sandbox {self.id}: {reason}")
         return bytes(out)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from agentgym.cache import cache_root, file_lock, recipe_key
 from agentgym.sandboxes.base import SandboxError
-from agentgym.sandboxes.messages import one_line
+from agentgym.sandboxes.messages import last_line, one_line
 
 if TYPE_CHECKING:
     import docker
@@ -248,7 +248,7 @@ def _debootstrap(packages: list[str], tarball: Path) -> None:
         )
         if done.returncode != 0:
             raise SandboxError(
-                f"debootstrap of {SUITE} from {mirror} failed ({_last_line(done.stdout + done.stderr)}); "
+                f"debootstrap of {SUITE} from {mirror} failed ({last_line(done.stdout + done.stderr)}); "
                 "check the --apt package names and that the mirror answers"
             )
         # Package caches are dead weight in a sandbox that cannot reach a mirror anyway.
@@ -272,7 +272,7 @@ def _download_wheels(packages: Iterable[str], dest: Path) -> None:
     done = subprocess.run([*cmd, *packages], capture_output=True, text=True)
     if done.returncode != 0:
         raise SandboxError(
-            f"cannot download wheels for {' '.join(packages)} ({_last_line(done.stderr or done.stdout)}); "
+            f"cannot download wheels for {' '.join(packages)} ({last_line(done.stderr or done.stdout)}); "
             "check the names and versions, and that a wheel exists for Python 3.11 on Linux"
         )
 
@@ -310,7 +310,7 @@ def _docker_build(client: docker.DockerClient, context: Path, name: str, labels:
         client.images.build(path=str(context), tag=name, labels=labels, network_mode="none", rm=True, forcerm=True, pull=False)
     except docker.errors.BuildError as exc:
         log = "".join(str(item.get("stream") or item.get("error") or "") for item in exc.build_log)
-        raise SandboxError(f"docker build of {name!r} failed: {_last_line(log or str(exc))}") from exc
+        raise SandboxError(f"docker build of {name!r} failed: {last_line(log or str(exc))}") from exc
     except docker.errors.APIError as exc:
         raise SandboxError(f"docker build of {name!r} failed: {one_line(exc)}; image names are lowercase, e.g. me/sandbox:py") from exc
 
@@ -319,8 +319,3 @@ def _shell_quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"

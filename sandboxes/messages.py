@@ -15,6 +15,12 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def last_line(text: str, default: str = "no output") -> str:
+    """The last non-blank line of a command's output, stripped (`default` when there is none)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
 def warn_once(message: str) -> None:
     """Log `message` as a warning the first time this process asks, and never again."""
     if message not in _warned:
