@@ -155,3 +155,14 @@ def test_plot_run_without_plottable_metrics_raises(tmp_path: Path) -> None:
     assert not (tmp_path / "plots").exists()
     with pytest.raises(AgentGymError, match="no metrics.jsonl"):
         plot_run(tmp_path / "missing")
+
+
+def test_the_progress_line_shows_a_dash_for_what_a_step_did_not_measure() -> None:
+    from agentgym.trainers.loop import shown_metric
+
+    # A step whose rollouts all scored alike makes no update, so it has no policy entropy (NaN).
+    metrics = {ROLLOUT_SUCCESS_RATE: 1.0, POLICY_ENTROPY: math.nan}
+    assert shown_metric(metrics, ROLLOUT_SUCCESS_RATE, 2) == "1.00"
+    assert shown_metric(metrics, POLICY_ENTROPY, 3) == "-"
+    assert shown_metric(metrics, ROLLOUT_REWARD_MEAN, 2) == "-"
+    assert shown_metric({POLICY_ENTROPY: 0.22149}, POLICY_ENTROPY, 3) == "0.221"

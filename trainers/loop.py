@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +45,14 @@ from agentgym.trainers.checkpoint import TrainerState, latest_checkpoint, read_s
 from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.policy_model import TrainableModel, load_trainable
 from agentgym.trainers.probe import load_probe, probe_entropy
-from agentgym.trainers.run_log import RunLog
+from agentgym.trainers.run_log import (
+    EVAL_SUCCESS_RATE,
+    POLICY_ENTROPY,
+    POLICY_PROBE_ENTROPY,
+    ROLLOUT_REWARD_MEAN,
+    ROLLOUT_SUCCESS_RATE,
+    RunLog,
+)
 from agentgym.trainers.update import make_optimizer, policy_gradient_step
 from agentgym.trainers.weight_sync import InProcessSync, VLLMReloadSync, WeightSync
 from agentgym.types import Trajectory
@@ -203,23 +211,23 @@ class Trainer:
             probe = self._probe(trainable)
             start_metrics: dict[str, float] = {}
             if probe and state.step == 0:
-                start_metrics["policy/probe_entropy"] = self._probe_entropy(trainable, probe)
+                start_metrics[POLICY_PROBE_ENTROPY] = self._probe_entropy(trainable, probe)
             if cfg.eval_at_start and state.step == 0 and cfg.eval_episodes:
                 summary = await self._evaluate(policy, eval_kwargs, eval_tasks, 0)
                 result.evals[0] = summary
-                start_metrics.update({"eval/success_rate": summary.success_rate, "eval/reward_mean": summary.mean_reward})
+                start_metrics.update({EVAL_SUCCESS_RATE: summary.success_rate, "eval/reward_mean": summary.mean_reward})
             if start_metrics:
                 log.log(0, start_metrics)
             for step in range(state.step, cfg.steps):
                 metrics = await self._train_step(step, task_ids, policy, sync, trainable, optimizer, state, ref_model)
                 if probe:
-                    metrics["policy/probe_entropy"] = self._probe_entropy(trainable, probe)
+                    metrics[POLICY_PROBE_ENTROPY] = self._probe_entropy(trainable, probe)
                 number = step + 1
                 if cfg.eval_episodes and ((cfg.eval_every and number % cfg.eval_every == 0) or number == cfg.steps):
                     started = time.perf_counter()
                     summary = await self._evaluate(policy, eval_kwargs, eval_tasks, number)
                     result.evals[number] = summary
-                    metrics.update({"eval/success_rate": summary.success_rate, "eval/reward_mean": summary.mean_reward,
+                    metrics.update({EVAL_SUCCESS_RATE: summary.success_rate, "eval/reward_mean": summary.mean_reward,
                                     "time/eval": time.perf_counter() - started})
                 state.step = number
                 if number % cfg.checkpoint_every == 0 or number == cfg.steps:
@@ -333,16 +341,20 @@ class Trainer:
         return progress
 
     def _report(self, progress: Progress, step: int, m: dict[str, float]) -> None:
-        progress.update(
-            self._task, completed=step, success=f"{m.get('rollout/success_rate', float('nan')):.2f}",
-            reward=f"{m.get('rollout/reward_mean', float('nan')):.2f}", entropy=f"{m.get('policy/entropy', float('nan')):.3f}",
-        )
-        parts = [f"step {step}/{self.cfg.steps}", f"success {m.get('rollout/success_rate', float('nan')):.2f}",
-                 f"reward {m.get('rollout/reward_mean', float('nan')):.2f}", f"entropy {m.get('policy/entropy', float('nan')):.3f}"]
-        if "eval/success_rate" in m:
-            parts.append(f"held-out success {m['eval/success_rate']:.2f}")
+        shown = {"success": shown_metric(m, ROLLOUT_SUCCESS_RATE, 2), "reward": shown_metric(m, ROLLOUT_REWARD_MEAN, 2),
+                 "entropy": shown_metric(m, POLICY_ENTROPY, 3)}
+        progress.update(self._task, completed=step, **shown)
+        parts = [f"step {step}/{self.cfg.steps}", *(f"{name} {value}" for name, value in shown.items())]
+        if EVAL_SUCCESS_RATE in m:
+            parts.append(f"held-out success {shown_metric(m, EVAL_SUCCESS_RATE, 2)}")
         phases = [f"{k.split('/')[1]} {m[k]:.1f}s" for k in ("time/rollout", "time/update", "time/sync", "time/eval") if k in m]
         progress.console.print(" · ".join(parts + phases), highlight=False)
+
+
+def shown_metric(metrics: dict[str, float], key: str, digits: int) -> str:
+    """A metric as the progress line shows it: rounded, or '-' for a step that did not measure it."""
+    value = metrics.get(key)
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def policy_name_setter(policy: Policy, name: str) -> None:
