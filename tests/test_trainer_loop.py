@@ -269,3 +269,24 @@ def test_entropy_probe_is_measured_on_the_same_turns_at_every_step(tiny_reply_mo
     assert abs(records[2]["policy/probe_entropy"] - expected) > 1e-5
     with pytest.raises(AgentGymError, match="not a file"):
         load_probe(tmp_path / "missing.jsonl", trainable, 5, 2048)
+
+
+def test_dynamic_sampling_trains_on_groups_that_disagree_and_records_every_draw(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # A rare letter: most groups of the random tiny model score 0 on every rollout, so steps draw again.
+    cfg = _config(tiny_model_dir, tmp_path / "run", max_draws=3, eval_episodes=0, env_kwargs={"letter": "q"})
+    Trainer(cfg, tmp_path / "run", show_progress=False).run()
+    metrics = read_metrics(tmp_path / "run")
+    assert max(m["rollout/draws"] for m in metrics) > 1
+    for m in metrics:
+        draws = int(m["rollout/draws"])
+        assert 1 <= draws <= 3
+        # Every draw's episodes are played and kept on disk, trained on or not.
+        assert m["rollout/episodes"] == draws * cfg.tasks_per_step * cfg.samples_per_task
+        played = read_trajectories(tmp_path / "run" / "trajectories" / f"step-{m['step']:06d}.jsonl")
+        assert len(played) == m["rollout/episodes"] and len({t.group_id for t in played}) == draws * cfg.tasks_per_step
+        assert m["train/groups"] <= cfg.tasks_per_step
+        if draws < 3:  # it stopped early, so it had found a full batch of groups that disagree
+            assert m["train/groups"] == cfg.tasks_per_step
+        # A group in which no turn of any rollout earned a reward has no signal and is never trained on.
+        rewarded = {t.group_id for t in played if any(u.reward != 0.0 for u in t.turns)}
+        assert m["train/groups"] <= len(rewarded)

@@ -53,6 +53,11 @@ class TrainConfig(BaseModel):
     steps: int = Field(10, ge=1, description="Training steps (one batch of rollouts each).")
     tasks_per_step: int = Field(4, ge=1, description="Tasks (groups) sampled per step.")
     samples_per_task: int = Field(4, ge=1, description="Rollouts per task: the group a baseline is computed from.")
+    max_draws: int = Field(
+        1, ge=1, description="Dynamic sampling (DAPO): draw up to this many rounds of tasks_per_step groups in a step, "
+        "dropping groups whose rollouts all scored alike, until tasks_per_step groups that disagree are in; 1: off "
+        "(every group is trained on). Needs a group baseline (grpo, rloo).",
+    )
     gamma: float = Field(1.0, ge=0, le=1, description="Discount of per-turn rewards into returns.")
     normalize_std: bool = Field(True, description="Divide advantages by the group (grpo) or batch (ppo) std; ignored by rloo.")
     max_length: int = Field(2048, ge=16, description="Turns longer than this (prompt + completion tokens) are skipped.")
@@ -79,6 +84,8 @@ class TrainConfig(BaseModel):
             raise ValueError("base_url needs rollout_backend vllm")
         if self.algo in ("grpo", "rloo") and self.samples_per_task < 2:
             raise ValueError(f"{self.algo} compares rollouts of the same task: samples_per_task must be at least 2")
+        if self.max_draws > 1 and self.algo not in ("grpo", "rloo"):
+            raise ValueError(f"max_draws > 1 keeps the groups whose rollouts disagree; {self.algo} has no groups (use grpo or rloo)")
         return self
 
     @property

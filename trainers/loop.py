@@ -43,6 +43,7 @@ from agentgym.trainers import objectives
 from agentgym.trainers.batches import TurnSample, mean_or_nan, turn_samples
 from agentgym.trainers.checkpoint import TrainerState, latest_checkpoint, read_state, restore_optimizer, save_checkpoint
 from agentgym.trainers.config import TrainConfig
+from agentgym.trainers.dynamic_sampling import informative_groups
 from agentgym.trainers.policy_model import TrainableModel, load_trainable
 from agentgym.trainers.probe import load_probe, probe_entropy
 from agentgym.trainers.run_log import (
@@ -70,15 +71,20 @@ class TrainResult:
     evals: dict[int, EvalSummary] = field(default_factory=dict)
 
 
-def step_jobs(task_ids: Sequence[str], cfg: TrainConfig, step: int) -> list[EpisodeJob]:
-    """The episodes of training step `step`: the same on every run with this seed, so resumes replay them."""
-    rng = random.Random(f"{cfg.seed}:{step}")
+def step_jobs(task_ids: Sequence[str], cfg: TrainConfig, step: int, draw: int = 0) -> list[EpisodeJob]:
+    """The episodes of draw `draw` of training step `step`: the same on every run with this seed, so resumes replay them."""
+    rng = random.Random(f"{cfg.seed}:{step}" if draw == 0 else f"{cfg.seed}:{step}:{draw}")
     ids = sorted(task_ids)
     tasks = rng.sample(ids, cfg.tasks_per_step) if cfg.tasks_per_step <= len(ids) else rng.choices(ids, k=cfg.tasks_per_step)
     jobs = []
     for g, task in enumerate(tasks):
-        group_seed = cfg.seed * 100_003 + step * 1_000 + g
-        jobs += [EpisodeJob(task, group_seed, f"s{step}:{task}:{group_seed}", k) for k in range(cfg.samples_per_task)]
+        if draw == 0:
+            group_seed = cfg.seed * 100_003 + step * 1_000 + g
+            group_id = f"s{step}:{task}:{group_seed}"
+        else:  # dynamic sampling's further draws: their own seeds and group ids
+            group_seed = rng.randrange(2**31)
+            group_id = f"s{step}d{draw}:{task}:{group_seed}"
+        jobs += [EpisodeJob(task, group_seed, group_id, k) for k in range(cfg.samples_per_task)]
     return jobs
 
 
@@ -245,26 +251,20 @@ class Trainer:
     ) -> dict[str, float]:
         cfg = self.cfg
         timings: dict[str, float] = {}
+        trajectories, advantages, played, draws = await self._collect_scored(step, task_ids, policy, timings)
         started = time.perf_counter()
-        trajectories = await self._collect(step, task_ids, policy)
-        timings["time/rollout"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        rewards = [self.reward_fn(t) for t in trajectories]
-        returns = [objectives.discounted_returns(r, cfg.gamma) for r in rewards]
-        advantages = objectives.turn_advantages(
-            returns, [t.group_id for t in trajectories], cfg.estimator,  # type: ignore[arg-type]
-            normalize_std=cfg.normalize_std and cfg.algo != "rloo",
-        )
         samples, skipped = turn_samples(trajectories, advantages, max_length=cfg.max_length)
         keep_all = cfg.update.epo.enabled or cfg.update.kl_coef > 0
         # A turn with zero advantage adds nothing to the policy-gradient term: skip its forward/backward
         # unless an entropy or KL term still needs it.
         trained = samples if keep_all else [s for s in samples if s.advantage != 0.0]
-        timings["time/score"] = time.perf_counter() - started
+        timings["time/score"] += time.perf_counter() - started
 
-        metrics = rollout_stats(trajectories)
-        metrics.update({"train/samples": float(len(trained)), "train/skipped_turns": float(skipped)})
+        metrics = rollout_stats(played)
+        metrics.update({"train/samples": float(len(trained)), "train/skipped_turns": float(skipped),
+                        "train/groups": float(len({t.group_id for t in trajectories}))})
+        if cfg.max_draws > 1:
+            metrics["rollout/draws"] = float(draws)
         if trained:
             started = time.perf_counter()
             metrics.update(policy_gradient_step(
@@ -276,9 +276,50 @@ class Trainer:
             policy_name_setter(policy, sync.push(trainable.model, step + 1))
             timings["time/sync"] = time.perf_counter() - started
         else:
-            self.console.print(f"step {step + 1}: every advantage is zero (all rollouts scored alike); no update")
+            tried = f" in {draws} draws" if cfg.max_draws > 1 else ""
+            self.console.print(f"step {step + 1}: every advantage is zero (all rollouts of each group scored alike{tried}); no update")
         metrics.update(timings)
         return metrics
+
+    async def _collect_scored(
+        self, step: int, task_ids: Sequence[str], policy: Policy, timings: dict[str, float],
+    ) -> tuple[list[Trajectory], list[list[float]], list[Trajectory], int]:
+        """This step's episodes to train on with their turn advantages, every episode played, and the draws made."""
+        cfg = self.cfg
+        timings["time/rollout"] = timings["time/score"] = 0.0
+        kept: list[Trajectory] = []
+        kept_advantages: list[list[float]] = []
+        played: list[Trajectory] = []
+        groups: list[str] = []
+        for draw in range(cfg.max_draws):
+            started = time.perf_counter()
+            batch = await self._collect(step, task_ids, policy, draw)
+            timings["time/rollout"] += time.perf_counter() - started
+            started = time.perf_counter()
+            advantages = self._advantages(batch)
+            timings["time/score"] += time.perf_counter() - started
+            played += batch
+            if cfg.max_draws == 1:
+                return batch, advantages, played, 1
+            # Group baselines are computed within a group, so each draw's advantages stand on their own.
+            wanted = informative_groups([t.group_id for t in batch], advantages)[: cfg.tasks_per_step - len(groups)]
+            groups += wanted
+            for t, a in zip(batch, advantages):
+                if t.group_id in wanted:
+                    kept.append(t)
+                    kept_advantages.append(a)
+            if len(groups) >= cfg.tasks_per_step:
+                break
+        return kept, kept_advantages, played, draw + 1
+
+    def _advantages(self, trajectories: Sequence[Trajectory]) -> list[list[float]]:
+        """Each turn's advantage: rewards, then discounted returns, then the algorithm's baseline."""
+        cfg = self.cfg
+        returns = [objectives.discounted_returns(self.reward_fn(t), cfg.gamma) for t in trajectories]
+        return objectives.turn_advantages(
+            returns, [t.group_id for t in trajectories], cfg.estimator,  # type: ignore[arg-type]
+            normalize_std=cfg.normalize_std and cfg.algo != "rloo",
+        )
 
     def _probe(self, trainable: TrainableModel) -> list[TurnSample]:
         """The fixed probe turns of cfg.entropy_probe (empty when off)."""
@@ -289,10 +330,10 @@ class Trainer:
     def _probe_entropy(self, trainable: TrainableModel, probe: Sequence[TurnSample]) -> float:
         return probe_entropy(trainable, probe, self.cfg.update.micro_batch_tokens, self.cfg.update.precision)
 
-    async def _collect(self, step: int, task_ids: Sequence[str], policy: Policy) -> list[Trajectory]:
-        """Play this step's episodes, reusing any finished in an earlier (killed) attempt at the step."""
+    async def _collect(self, step: int, task_ids: Sequence[str], policy: Policy, draw: int = 0) -> list[Trajectory]:
+        """Play one draw of this step's episodes, reusing any finished in an earlier (killed) attempt at the step."""
         cfg = self.cfg
-        jobs = step_jobs(task_ids, cfg, step)
+        jobs = step_jobs(task_ids, cfg, step, draw)
         path = self.run_dir / "trajectories" / f"step-{step + 1:06d}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         done: dict[tuple[str, int], Trajectory] = {}
