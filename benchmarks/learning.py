@@ -15,6 +15,7 @@ step) and the RL run's own plots. Evaluation time is reported apart from trainin
     .venv/bin/python benchmarks/learning.py                 # about 40 minutes on 2 cores
     .venv/bin/python benchmarks/learning.py --rl-steps 4 --out runs/learning-quick
     .venv/bin/python benchmarks/learning.py --epo           # the RL stage with EPO
+    .venv/bin/python benchmarks/learning.py --max-draws 3   # the RL stage with dynamic sampling
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--sft-epochs", type=int, default=2)
     parser.add_argument("--sft-lr", type=float, default=1e-4)
     parser.add_argument("--epo", action="store_true", help="RL with EPO entropy regularisation.")
+    parser.add_argument("--max-draws", type=int, default=None, help="RL with dynamic sampling: up to this many draws a step.")
     parser.add_argument("--skip-before", action="store_true", help="Skip evaluating the untrained model.")
     args = parser.parse_args()
 
@@ -130,6 +132,8 @@ def main() -> None:
         data["steps"] = args.rl_steps
     if args.epo:
         data.setdefault("update", {}).setdefault("epo", {})["enabled"] = True
+    if args.max_draws:
+        data["max_draws"] = args.max_draws
     base = TrainConfig.model_validate({**data, "eval_at_start": True, "eval_every": 0})
     stages: list[tuple[str, EvalSummary, float]] = []
     timings: dict[str, float] = {}
