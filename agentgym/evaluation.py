@@ -64,6 +64,8 @@ def render_markdown(s: EvalSummary) -> str:
     """The summary as a small Markdown report."""
     low, high = s.success_ci95
     model = s.policy.model or s.policy.kind
+    if s.policy.weights_step is not None:
+        model += f" (weights after {s.policy.weights_step} training steps)"
     rows = [
         ("episodes", f"{s.episodes} of {s.planned_episodes}" + (" (interrupted)" if s.interrupted else "")),
         ("success rate", f"{s.success_rate:.3f} (95% CI {low:.3f}–{high:.3f})"),
@@ -116,7 +118,7 @@ async def evaluate(
             await engine.run(jobs)
             interrupted = False
         finally:
-            summary = summarize(done, env_id=env_id, policy=policy.describe(), planned=len(jobs),
+            summary = summarize(done, env_id=env_id, policy=policy.info(), planned=len(jobs),
                                 wall_seconds=time.perf_counter() - started, interrupted=interrupted)
             write_summary(summary, out)
     return summary

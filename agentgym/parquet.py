@@ -41,6 +41,7 @@ SCHEMA = pa.schema([
     ("sample_index", pa.int32()),
     ("policy_kind", pa.string()),
     ("policy_model", pa.string()),
+    ("policy_weights_step", pa.int64()),
     ("sampling_json", pa.string()),
     ("env_kwargs_json", pa.string()),
     ("instructions", pa.string()),
@@ -64,7 +65,7 @@ def _row(t: Trajectory) -> dict[str, Any]:
     return {
         "trajectory_id": t.trajectory_id, "env_id": t.env_id, "task_id": t.task_id, "seed": t.seed,
         "group_id": t.group_id, "sample_index": t.sample_index,
-        "policy_kind": t.policy.kind, "policy_model": t.policy.model,
+        "policy_kind": t.policy.kind, "policy_model": t.policy.model, "policy_weights_step": t.policy.weights_step,
         "sampling_json": t.sampling.model_dump_json(), "env_kwargs_json": json.dumps(t.env_kwargs, default=str),
         "instructions": t.instructions, "initial_observation": t.initial_observation,
         "messages": [{"role": m.role, "content": m.content} for m in t.messages],

@@ -100,6 +100,8 @@ class PolicyInfo(Record):
     kind: str
     model: str | None = None
     base_url: str | None = None
+    # Set during training: the weights are those after this many training steps (0: the starting model).
+    weights_step: int | None = None
 
 
 class Trajectory(Record):

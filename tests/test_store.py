@@ -29,7 +29,7 @@ def make_traj(i: int, *, with_tokens: bool = True) -> Trajectory:
         messages += [Message(role="assistant", content=f"act {k}"), Message(role="user", content=f"obs {k + 1}")]
     return Trajectory(
         messages=messages, trajectory_id=f"t{i}", env_id="toy", task_id=f"task-{i}", seed=i, group_id=f"task-{i}:{i}",
-        policy=PolicyInfo(kind="scripted"), sampling=SamplingParams(), turns=turns, total_reward=1.5,
+        policy=PolicyInfo(kind="scripted", weights_step=i if i else None), sampling=SamplingParams(), turns=turns, total_reward=1.5,
         success=i % 2 == 0, terminated=True, started_at=time.time(),
         error=ErrorRecord(type="RuntimeError", message="x", traceback="tb", where="env") if i == 1 else None,
     )
@@ -99,3 +99,4 @@ def test_parquet_export_loads_in_pyarrow_and_datasets(tmp_path: Path) -> None:
     assert ds[1]["error_type"] == "RuntimeError" and ds[0]["success"] is True
     assert ds[0]["turns"][2]["prompt_messages"] == [0, 5]
     assert ds[0]["messages"][5] == {"role": "user", "content": "obs 2"}
+    assert [row["policy_weights_step"] for row in ds] == [None, 1, 2]

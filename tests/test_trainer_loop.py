@@ -74,6 +74,12 @@ def test_each_algorithm_trains_end_to_end(tiny_model_dir: Path, tmp_path: Path, 
     # Every rollout is stored, with the token ids training used.
     trajs = read_trajectories(tmp_path / "run" / "trajectories" / "step-000001.jsonl")
     assert len(trajs) == 8 and all(t.turns[0].completion_token_ids for t in trajs)
+    # Each episode records which weights played it: step 2's were those after step 1's update.
+    assert {t.policy.weights_step for t in trajs} == {0}
+    assert {t.policy.weights_step for t in read_trajectories(tmp_path / "run" / "trajectories" / "step-000002.jsonl")} == {1}
+    evaluated = read_trajectories(tmp_path / "run" / "eval" / "step-000002" / "trajectories.jsonl")
+    assert {t.policy.weights_step for t in evaluated} == {2}
+    assert "(weights after 2 training steps)" in (tmp_path / "run" / "eval" / "step-000002" / "summary.md").read_text()
     ckpt = latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert ckpt is not None and read_state(ckpt).step == 2
     before, after = _weights(tiny_model_dir), _weights(ckpt / "model")

@@ -211,6 +211,7 @@ class Trainer:
             policy, sync = stack.enter_context(self._rollout_backend(trainable))
             stack.push_async_callback(policy.aclose)
             await policy.check()
+            policy.weights_step = state.step
             if self.resume or cfg.base_url:  # the server holds other weights than the trainer's
                 policy_name_setter(policy, sync.push(trainable.model, state.step))
             progress = stack.enter_context(self._progress(state.step))
@@ -274,6 +275,7 @@ class Trainer:
             timings["time/update"] = time.perf_counter() - started
             started = time.perf_counter()
             policy_name_setter(policy, sync.push(trainable.model, step + 1))
+            policy.weights_step = step + 1
             timings["time/sync"] = time.perf_counter() - started
         else:
             tried = f" in {draws} draws" if cfg.max_draws > 1 else ""

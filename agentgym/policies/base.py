@@ -23,6 +23,9 @@ class EpisodeContext:
 class Policy(ABC):
     """An agent's brain. `act` may be called concurrently from many episodes."""
 
+    # A trainer sets this after each weight sync, so every trajectory says which weights played it.
+    weights_step: int | None = None
+
     @abstractmethod
     async def act(
         self,
@@ -36,6 +39,11 @@ class Policy(ABC):
     @abstractmethod
     def describe(self) -> PolicyInfo:
         """What to record on trajectories about this policy."""
+
+    def info(self) -> PolicyInfo:
+        """describe(), with the training step of the weights when a trainer has set one."""
+        described = self.describe()
+        return described if self.weights_step is None else described.model_copy(update={"weights_step": self.weights_step})
 
     async def check(self) -> None:
         """Raise a clear PolicyError if the backend is unusable (no server, unknown model); default: nothing to check."""

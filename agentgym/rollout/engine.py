@@ -134,7 +134,7 @@ class RolloutEngine:
         traj = Trajectory(
             trajectory_id=uuid.uuid4().hex, env_id=self.env_id, env_kwargs=self.env_kwargs,
             task_id=job.task_id, seed=job.seed, group_id=job.group_id, sample_index=job.sample_index,
-            policy=self.policy.describe(), sampling=self.config.sampling, started_at=time.time(),
+            policy=self.policy.info(), sampling=self.config.sampling, started_at=time.time(),
         )
         healthy = True
         clock = time.perf_counter()
