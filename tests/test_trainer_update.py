@@ -118,3 +118,21 @@ def test_kl_to_the_reference_starts_at_zero_and_grows_as_the_policy_moves(tiny_m
     assert first["policy/kl"] == pytest.approx(0.0, abs=1e-6)
     assert second["policy/kl"] > 1e-4
     assert second["loss/kl"] == pytest.approx(0.1 * second["policy/kl"])
+
+
+def test_sft_data_comes_in_one_order_whatever_order_the_episodes_finished_in(tmp_path: Path) -> None:
+    from agentgym.store import TrajectoryWriter
+    from agentgym.trainers.sft import load_sft_trajectories
+
+    episodes = []
+    for task, seed in (("b", 2), ("a", 9), ("a", 1), ("c", 0)):
+        t = _traj([([1, 2], [3], [-0.1])], tid=f"{task}{seed}")
+        episodes.append(t.model_copy(update={"task_id": task, "seed": seed, "success": True}))
+    orders = {"finished-one-way": episodes, "finished-another": list(reversed(episodes))}
+    loaded = []
+    for name, order in orders.items():
+        with TrajectoryWriter(tmp_path / f"{name}.jsonl") as writer:
+            for t in order:
+                writer.write(t)
+        loaded.append([t.trajectory_id for t in load_sft_trajectories([str(tmp_path / f"{name}.jsonl")], only_success=True)])
+    assert loaded[0] == loaded[1] == ["a1", "a9", "b2", "c0"]

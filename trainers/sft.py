@@ -49,7 +49,9 @@ def load_sft_trajectories(paths: list[str], only_success: bool) -> list[Trajecto
     if not kept:
         what = "successful trajectories" if only_success else "trajectories"
         raise AgentGymError(f"no {what} to train on in {', '.join(paths)}")
-    return kept
+    # A file lists episodes in the order they finished, which concurrency varies from run to run;
+    # a canonical order makes the seeded shuffle, and so the SFT model, the same on every run.
+    return sorted(kept, key=lambda t: (t.env_id, t.task_id, t.seed, t.sample_index, t.trajectory_id))
 
 
 def run_sft(cfg: SFTConfig, run_dir: str | Path, *, console: Console | None = None, show_progress: bool = True) -> SFTResult:
