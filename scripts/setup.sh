@@ -35,9 +35,9 @@ fi
 # A new venv takes about 4.5 GB (torch, vLLM); pip dies half-way with ENOSPC when it does not fit,
 # so say so up front, in one line, instead.
 need_kb=$((6 * 1024 * 1024))
-free_kb=$(df -Pk "$(dirname "$VENV")" | awk 'NR==2 {print $4}')
+read -r free_kb mount < <(df -Pk "$(dirname "$VENV")" | awk 'NR==2 {print $4, $6}')
 if [ ! -x "$VENV/bin/python" ] && [ -n "$free_kb" ] && [ "$free_kb" -lt "$need_kb" ]; then
-  echo "setup: only $((free_kb / 1024)) MB free on $(df -P "$(dirname "$VENV")" | awk 'NR==2 {print $6}'); the venv needs about 6 GB while it installs. Free some space and run again." >&2
+  echo "setup: only $((free_kb / 1024)) MB free on $mount; the venv needs about 6 GB while it installs. Free some space and run again." >&2
   exit 1
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"

@@ -211,9 +211,10 @@ class Trainer:
             policy, sync = stack.enter_context(self._rollout_backend(trainable))
             stack.push_async_callback(policy.aclose)
             await policy.check()
-            policy.weights_step = state.step
             if self.resume or cfg.base_url:  # the server holds other weights than the trainer's
-                policy_name_setter(policy, sync.push(trainable.model, state.step))
+                push_weights(policy, sync, trainable, state.step)
+            else:
+                policy.weights_step = state.step
             progress = stack.enter_context(self._progress(state.step))
             probe = self._probe(trainable)
             start_metrics: dict[str, float] = {}
@@ -274,8 +275,7 @@ class Trainer:
             ))
             timings["time/update"] = time.perf_counter() - started
             started = time.perf_counter()
-            policy_name_setter(policy, sync.push(trainable.model, step + 1))
-            policy.weights_step = step + 1
+            push_weights(policy, sync, trainable, step + 1)
             timings["time/sync"] = time.perf_counter() - started
         else:
             tried = f" in {draws} draws" if cfg.max_draws > 1 else ""
@@ -400,7 +400,10 @@ def shown_metric(metrics: dict[str, float], key: str, digits: int) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def policy_name_setter(policy: Policy, name: str) -> None:
-    """Point an OpenAI-compatible policy at the model name the server now answers to (LoRA versions change it)."""
+def push_weights(policy: Policy, sync: WeightSync, trainable: TrainableModel, step: int) -> None:
+    """Bring the policy to the trainer's weights after `step` steps, and record that step on what it plays next."""
+    name = sync.push(trainable.model, step)
+    # An OpenAI-compatible policy must ask for the model name the server now answers to (LoRA versions change it).
     if hasattr(policy, "model") and isinstance(getattr(policy, "model"), str):
         policy.model = name  # type: ignore[attr-defined]
+    policy.weights_step = step
