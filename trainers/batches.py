@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -127,9 +127,25 @@ class MicroBatch:
         """Positions the forward pass computes, padding included."""
         return int(self.input_ids.numel())
 
+    @property
+    def device(self) -> torch.device:
+        """Where this micro-batch's tensors are."""
+        return self.input_ids.device
 
-def micro_batches(samples: Sequence[TurnSample], token_budget: int, pad_id: int) -> Iterator[MicroBatch]:
-    """Group samples by length into micro-batches of at most `token_budget` padded tokens (one sample at least)."""
+    def to(self, device: torch.device | str) -> MicroBatch:
+        """This micro-batch with every tensor on `device` (itself when already there)."""
+        device = torch.device(device)
+        if self.input_ids.device == device:
+            return self
+        # Collation builds on the CPU; the model may sit on a GPU. Every tensor field moves, so a field added later does too.
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
+
+
+def micro_batches(
+    samples: Sequence[TurnSample], token_budget: int, pad_id: int, device: torch.device | str | None = None,
+) -> Iterator[MicroBatch]:
+    """Group samples by length into micro-batches of at most `token_budget` padded tokens (one sample at least), on `device` (CPU when None)."""
     if token_budget < 1:
         raise ValueError(f"token_budget must be at least 1, got {token_budget}")
     order = sorted(range(len(samples)), key=lambda k: len(samples[k].input_ids))
@@ -138,14 +154,14 @@ def micro_batches(samples: Sequence[TurnSample], token_budget: int, pad_id: int)
         s = samples[k]
         # Sorted by length, so the newest sample sets the padded width.
         if batch and len(s.input_ids) * (len(batch) + 1) > token_budget:
-            yield _collate(batch, pad_id)
+            yield _collate(batch, pad_id, device)
             batch = []
         batch.append(s)
     if batch:
-        yield _collate(batch, pad_id)
+        yield _collate(batch, pad_id, device)
 
 
-def _collate(batch: list[TurnSample], pad_id: int) -> MicroBatch:
+def _collate(batch: list[TurnSample], pad_id: int, device: torch.device | str | None = None) -> MicroBatch:
     width = max(len(s.input_ids) for s in batch)
     n = len(batch)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -161,7 +177,8 @@ def _collate(batch: list[TurnSample], pad_id: int) -> MicroBatch:
         old[row, :length] = torch.tensor(s.old_logprobs)
         adv[row, :length] = s.advantage * mask[row, :length]
     weights = torch.tensor([s.row_weight for s in batch])
-    return MicroBatch(ids, attention, mask, old, adv, weights, int(mask.sum().item()))
+    collated = MicroBatch(ids, attention, mask, old, adv, weights, int(mask.sum().item()))
+    return collated if device is None else collated.to(device)
 
 
 def batch_totals(samples: Sequence[TurnSample]) -> tuple[int, int]:
