@@ -17,6 +17,7 @@ from agentgym.trainers.objectives import (
     token_entropy,
     token_logprobs,
     trajectory_entropy_bonus,
+    truncated_importance_weights,
     turn_advantages,
 )
 
@@ -232,6 +233,36 @@ def test_ppo_clip_loss_by_hand() -> None:
     # Clipped tokens get no gradient; t0: d(-r A / 3)/d lp = -r A / 3 = -1.1 / 3
     loss.backward()
     assert lp.grad.tolist()[0] == pytest.approx([-1.1 / 3, 0.0, 0.0], abs=1e-6)
+
+
+def test_truncated_importance_weights_by_hand() -> None:
+    # pi_prox = [0.5, 0.2, 0.9], mu = [0.25, 0.4, 0.3], the third token is padding (mask 0).
+    # rho = [2.0, 0.5, -]; C = 1.5 -> w = [1.5, 0.5, 0]; ratio_mean (2.0 + 0.5) / 2 = 1.25;
+    # ratio_max 2.0 (the padding's 3.0 is never seen); truncated 1 of 2 tokens.
+    prox = torch.tensor([[math.log(0.5), math.log(0.2), math.log(0.9)]])
+    mu = torch.tensor([[math.log(0.25), math.log(0.4), math.log(0.3)]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    w, stats = truncated_importance_weights(prox, mu, mask, cap=1.5, num_tokens=2, num_sequences=1)
+    assert w.tolist()[0] == pytest.approx([1.5, 0.5, 0.0], abs=1e-6)
+    assert stats["ratio_mean"].item() == pytest.approx(1.25, abs=1e-6)
+    assert stats["ratio_max"].item() == pytest.approx(2.0, abs=1e-6)
+    assert stats["truncated_fraction"].item() == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        truncated_importance_weights(prox, mu, mask, cap=0.0, num_tokens=2, num_sequences=1)
+
+
+def test_ppo_clip_loss_with_importance_weights_by_hand() -> None:
+    # r = 1 (logprobs equal to the proximal policy's), A = +1 on both policy tokens, w = [1.5, 0.5]:
+    # l = -w * min(r A, clip(r) A) = [-1.5, -0.5] -> token mean over 2 tokens: -1.0.
+    # The gradient of each token is -w A / 2: [-0.75, -0.25]; padding gets none.
+    lp = torch.zeros((1, 3), requires_grad=True)
+    loss, _ = ppo_clip_loss(
+        lp, torch.zeros((1, 3)), torch.tensor([1.0]), torch.tensor([[1.0, 1.0, 0.0]]),
+        num_tokens=2, num_sequences=1, token_weights=torch.tensor([[1.5, 0.5, 0.0]]),
+    )
+    assert loss.item() == pytest.approx(-1.0, abs=1e-6)
+    loss.backward()
+    assert lp.grad.tolist()[0] == pytest.approx([-0.75, -0.25, 0.0], abs=1e-6)
 
 
 def test_ppo_clip_only_counts_the_direction_that_matters() -> None:

@@ -67,6 +67,18 @@ def test_too_long_and_empty_turns_are_skipped_and_counted() -> None:
     assert skipped == 2 and [s.input_ids for s in samples] == [[1, 4]]
 
 
+def test_rl_refuses_turns_without_rollout_logprobs() -> None:
+    # A stand-in of 0.0 for log mu would make the importance ratio p instead of about 1.
+    traj = _traj([([1, 2], [3, 4], [-0.1, -0.2]), ([1, 2, 3, 4], [5], None)])
+    with pytest.raises(AgentGymError, match="turn 1 has token ids but no logprobs"):
+        turn_samples([traj], [[1.0, 1.0]], require_logprobs=True)
+    samples, _ = turn_samples([traj], [[1.0, 1.0]])  # SFT and entropy probes need no logprobs
+    assert len(samples) == 2
+    traj.turns[1].completion_logprobs = [-0.3]
+    samples, _ = turn_samples([traj], [[1.0, 1.0]], require_logprobs=True)
+    assert samples[1].old_logprobs[-1] == pytest.approx(-0.3)
+
+
 def test_mismatched_logprobs_are_an_error() -> None:
     with pytest.raises(AgentGymError, match="2 completion tokens but 1 logprobs"):
         turn_samples([_traj([([1], [2, 3], [-0.1])])])

@@ -15,6 +15,9 @@ References
                (arXiv:2503.14476).
     EPO        Xu et al. 2025, "EPO: Entropy-regularized Policy Optimization for LLM Agents
                Reinforcement Learning" (arXiv:2509.22576).
+    TIS        Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL
+               Training" (truncated importance sampling for rollout/trainer mismatch); the
+               proximal-policy form follows AReaL's decoupled PPO, Fu et al. 2025 (arXiv:2505.24298).
 
 Conventions: rows of a [B, T] tensor are turns (one policy generation each), T is the token axis,
 ``mask`` is 1 on the policy's own tokens and 0 on prompt, observation and padding tokens.
@@ -39,6 +42,7 @@ __all__ = [
     "token_entropy",
     "token_logprobs",
     "trajectory_entropy_bonus",
+    "truncated_importance_weights",
     "turn_advantages",
 ]
 
@@ -244,11 +248,16 @@ def ppo_clip_loss(
     mode: Literal["token", "sequence"] = "token",
     num_tokens: float,
     num_sequences: float,
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate loss, aggregated over the masked tokens, and its diagnostics.
 
         r = exp(log pi(a) - log pi_old(a))
-        l = -min( r A, clip(r, 1 - eps_low, 1 + eps_high) A )
+        l = -w min( r A, clip(r, 1 - eps_low, 1 + eps_high) A )
+
+    w is 1 unless ``token_weights`` gives per-token importance weights (truncated_importance_weights:
+    pi_old is then the proximal policy, the trainer's weights before this update, and w corrects
+    for the rollouts having been sampled by another policy).
 
     Schulman et al. 2017 (PPO); eps_high > eps_low is DAPO's clip-higher (Yu et al. 2025);
     ``clip_high`` defaults to ``clip_low``. ``advantages`` is [B, T], or [B] for one advantage per
@@ -275,9 +284,11 @@ def ppo_clip_loss(
     ratio = torch.exp(log_ratio)
     unclipped = ratio * adv
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + high) * adv
-    loss = aggregate(
-        -torch.minimum(unclipped, clipped), mask, mode, num_tokens=num_tokens, num_sequences=num_sequences
-    )
+    surrogate = torch.minimum(unclipped, clipped)
+    if token_weights is not None:
+        _check_same_shape(logprobs=logprobs, token_weights=token_weights)
+        surrogate = token_weights.detach().to(surrogate.dtype) * surrogate
+    loss = aggregate(-surrogate, mask, mode, num_tokens=num_tokens, num_sequences=num_sequences)
 
     with torch.no_grad():
         was_clipped = ((adv > 0) & (ratio > 1.0 + high)) | ((adv < 0) & (ratio < 1.0 - clip_low))
@@ -293,6 +304,52 @@ def ppo_clip_loss(
             "approx_kl": reduce((ratio - 1.0) - log_ratio),
         }
     return loss, stats
+
+
+def truncated_importance_weights(
+    proximal_logprobs: Tensor,
+    behaviour_logprobs: Tensor,
+    mask: Tensor,
+    *,
+    cap: float,
+    mode: Literal["token", "sequence"] = "token",
+    num_tokens: float,
+    num_sequences: float,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-token truncated importance weights from the policy that sampled a rollout to the trainer's, and diagnostics.
+
+        rho = exp(log pi_prox(a) - log mu(a))
+        w   = min(rho, C)
+
+    mu is the behaviour policy (the rollout's logprobs: an older weights version under asynchronous
+    rollouts, or the same weights computed by another engine, vLLM, at max_staleness 0); pi_prox is
+    the trainer's policy before this update. Truncating at C bounds the variance a rare token with
+    mu(a) << pi_prox(a) would add (Yao et al. 2025, TIS). Weights are 0 off the mask. Statistics,
+    reduced with aggregate() so they sum over micro-batches (except ratio_max, a maximum):
+
+        ratio_mean          mean of rho
+        ratio_max           max of rho over the masked tokens
+        truncated_fraction  share of tokens with rho > C
+    """
+    _check_same_shape(proximal_logprobs=proximal_logprobs, behaviour_logprobs=behaviour_logprobs, mask=mask)
+    _check_positive("cap", cap)
+    with torch.no_grad():
+        m = mask.to(proximal_logprobs.dtype)
+        # Off the mask the logprobs are padding (0 - 0): keep them out of exp and of the maximum.
+        log_rho = (proximal_logprobs.detach() - behaviour_logprobs.detach()) * m
+        rho = torch.exp(log_rho)
+        weights = rho.clamp(max=cap) * m
+
+        def reduce(x: Tensor) -> Tensor:
+            return aggregate(x, mask, mode, num_tokens=num_tokens, num_sequences=num_sequences)
+
+        masked_rho = torch.where(m > 0, rho, torch.zeros_like(rho))
+        stats = {
+            "ratio_mean": reduce(rho),
+            "ratio_max": masked_rho.max() if masked_rho.numel() else torch.zeros(()),
+            "truncated_fraction": reduce((rho > cap).to(rho.dtype)),
+        }
+    return weights, stats
 
 
 def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
