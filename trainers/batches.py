@@ -56,13 +56,16 @@ def turn_samples(
     max_length: int | None = None,
     tokenizer: Any = None,
     eos_token_id: int | None = None,
+    require_logprobs: bool = False,
 ) -> tuple[list[TurnSample], int]:
     """One TurnSample per turn of every trajectory; returns the samples and how many turns were skipped.
 
     `advantages[i][t]` is broadcast to every token of turn t of trajectory i. Turns without
     token ids are tokenised from their messages when `tokenizer` is given (SFT on scripted
-    trajectories) and refused otherwise. Turns longer than `max_length` and turns with no
-    completion tokens are skipped and counted.
+    trajectories) and refused otherwise. With `require_logprobs` (RL: the rollout's logprobs are
+    the behaviour policy of the importance ratio) a turn without logprobs is refused: a stand-in
+    of 0.0 would make the ratio p instead of about 1 and clip nearly every token. Turns longer
+    than `max_length` and turns with no completion tokens are skipped and counted.
     """
     if advantages is not None and len(advantages) != len(trajectories):
         raise ValueError(f"{len(advantages)} advantage lists for {len(trajectories)} trajectories")
@@ -72,7 +75,18 @@ def turn_samples(
         for turn in traj.turns:
             if turn.prompt_token_ids is not None and turn.completion_token_ids is not None:
                 prompt_ids, completion_ids = turn.prompt_token_ids, turn.completion_token_ids
+                if turn.completion_logprobs is None and require_logprobs and completion_ids:
+                    raise AgentGymError(
+                        f"trajectory {traj.trajectory_id} turn {turn.index} has token ids but no logprobs; the update "
+                        "needs the rollout's logprobs for its importance ratio: play rollouts with a backend that "
+                        "returns them (vLLM, or the in-process transformers policy)"
+                    )
                 logprobs = turn.completion_logprobs or [0.0] * len(completion_ids)
+            elif require_logprobs:
+                raise AgentGymError(
+                    f"trajectory {traj.trajectory_id} turn {turn.index} has no token ids or logprobs; RL needs rollouts "
+                    "from a policy that records them (vLLM or the in-process transformers policy)"
+                )
             elif tokenizer is not None and eos_token_id is not None:
                 prompt_ids, completion_ids = tokenize_turn(tokenizer, traj.prompt(turn), turn.completion, eos_token_id)
                 logprobs = [0.0] * len(completion_ids)
