@@ -86,3 +86,34 @@ def test_installed_plugin_env_is_listed_made_and_known_to_gymnasium(tmp_path: Pa
     line = done.stdout.strip()
     assert "'echo-plugin'" in line and "'textworld'" in line
     assert line.endswith("say beta 1.0 True True 2 EchoEnv")
+
+
+BROKEN_CHECK = """
+import agentgym
+from agentgym.errors import UnknownEnvError
+print([s.id for s in agentgym.list_envs()])
+try:
+    agentgym.make("echo")
+except UnknownEnvError as exc:
+    print(exc)
+"""
+
+
+def test_a_plugin_that_fails_to_load_is_logged_and_named_by_the_unknown_env_error(tmp_path: Path) -> None:
+    # What pip leaves for a package whose entry point names a module it does not ship: the metadata alone.
+    dist = tmp_path / "site" / "agentgym_broken_plugin-0.0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: agentgym-broken-plugin\nVersion: 0.0.1\n")
+    (dist / "entry_points.txt").write_text("[agentgym.envs]\necho = mypackage.envs:register\n")
+    env = {"PYTHONPATH": str(dist.parent), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", BROKEN_CHECK], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ids, message = done.stdout.strip().splitlines()
+    assert "'textworld'" in ids  # the built-ins still register
+    assert message.startswith(
+        "unknown env 'echo'; the plugin 'echo' (mypackage.envs:register) failed to load: "
+        "ModuleNotFoundError: No module named 'mypackage'"
+    )
+    # Logged once, when the plugins loaded, with the traceback.
+    assert done.stderr.count("the plugin 'echo' (mypackage.envs:register) failed to load") == 1
+    assert "Traceback (most recent call last)" in done.stderr

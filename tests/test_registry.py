@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import pytest
 
@@ -74,3 +76,105 @@ def test_builtin_textworld_is_registered_through_the_entry_point() -> None:
     ids = [s.id for s in agentgym.list_envs()]
     assert "textworld" in ids
     assert "agentgym/textworld" in gym.registry
+
+
+ABSENT_PLUGIN = "agentgym_absent_plugin_pkg.envs:register"
+
+
+def _hook_that_raises() -> None:
+    """A plugin hook whose package imports but whose registration fails."""
+    raise RuntimeError("the plugin's games directory is missing")
+
+
+def _plugin_registry(monkeypatch: pytest.MonkeyPatch, *entry_points: tuple[str, str]) -> Registry:
+    """A registry whose `agentgym.envs` entry points are exactly `entry_points` (name, value)."""
+    from importlib import metadata
+
+    eps = [metadata.EntryPoint(name=n, value=v, group="agentgym.envs") for n, v in entry_points]
+    monkeypatch.setattr(
+        "agentgym.registry.metadata.entry_points", lambda group: eps if group == "agentgym.envs" else []
+    )
+    return Registry(load_plugins=True, mirror_to_gymnasium=False)
+
+
+def test_failed_plugin_is_logged_and_named_when_its_env_is_unknown(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = _plugin_registry(monkeypatch, ("echo", ABSENT_PLUGIN))
+    registry.register("echoes", COUNTDOWN)
+    with caplog.at_level("WARNING", logger="agentgym.registry"):
+        assert [s.id for s in registry.list_envs()] == ["echoes"]  # the rest of the registry still works
+    (record,) = [r for r in caplog.records if r.name == "agentgym.registry"]
+    assert record.levelname == "WARNING" and "'echo'" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is ModuleNotFoundError  # the traceback is logged
+    with pytest.raises(UnknownEnvError) as raised:
+        registry.make("echo")
+    message = str(raised.value)
+    assert message.startswith(
+        "unknown env 'echo'; the plugin 'echo' (agentgym_absent_plugin_pkg.envs:register) failed to load: "
+        "ModuleNotFoundError: No module named 'agentgym_absent_plugin_pkg'"
+    )
+    assert "did you mean 'echoes'?" in message  # the suggestion is kept
+    assert isinstance(raised.value.__cause__, ModuleNotFoundError)
+    with pytest.raises(UnknownEnvError, match="the plugin 'echo'"):
+        registry.spec("echo")
+
+
+def test_every_failed_plugin_is_remembered_and_known_ids_are_unaffected(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = _plugin_registry(
+        monkeypatch, ("echo", ABSENT_PLUGIN), ("games", "tests.test_registry:_hook_that_raises")
+    )
+    registry.register("countdown", COUNTDOWN)
+    assert registry.make("countdown").max_turns == 10  # failures elsewhere do not touch a known id
+    failures = registry.plugin_errors
+    assert [(f.plugin, f.entry_point) for f in failures] == [
+        ("echo", ABSENT_PLUGIN), ("games", "tests.test_registry:_hook_that_raises")
+    ]
+    assert isinstance(failures[1].__cause__, RuntimeError)
+    with pytest.raises(UnknownEnvError, match=r"RuntimeError: the plugin's games directory is missing") as raised:
+        registry.make("zzz")
+    assert "the plugin 'echo'" in str(raised.value) and "known: countdown" in str(raised.value)
+    assert isinstance(failures[0], RegistrationError)  # a plugin failure is one of the project's errors
+
+
+def _env_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: str) -> str:
+    """Write an importable env module `name` holding `body` and return its entry point `name:Env`."""
+    (tmp_path / f"{name}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return f"{name}:Env"
+
+
+def test_env_whose_optional_dependency_is_missing_names_it_and_chains_it(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = "import agentgym_absent_optional_dep\nEnv = 1\n"
+    entry = _env_module(tmp_path, monkeypatch, "agentgym_needs_dep_env", body)
+    registry.register("needs-dep", entry)
+    with pytest.raises(RegistrationError) as raised:
+        registry.make("needs-dep")
+    message = str(raised.value)
+    assert "env 'needs-dep': cannot load entry point 'agentgym_needs_dep_env:Env'" in message
+    assert "ModuleNotFoundError: No module named 'agentgym_absent_optional_dep'" in message
+    assert "install the package that provides 'agentgym_absent_optional_dep'" in message
+    assert isinstance(raised.value.__cause__, ModuleNotFoundError)
+
+
+def test_env_module_that_raises_on_import_is_wrapped_with_its_entry_point(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = _env_module(tmp_path, monkeypatch, "agentgym_raising_env", "raise OSError('libgame.so: cannot open')\n")
+    registry.register("raising", entry)
+    with pytest.raises(RegistrationError, match=r"cannot load entry point 'agentgym_raising_env:Env': "
+                       r"OSError: libgame.so: cannot open") as raised:
+        registry.make("raising")
+    assert isinstance(raised.value.__cause__, OSError)
+
+
+def test_entry_point_naming_a_missing_attribute_says_to_check_the_name(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = _env_module(tmp_path, monkeypatch, "agentgym_no_attr_env", "Envv = 1\n")
+    registry.register("no-attr", entry)
+    expected = r"AttributeError: .*has no attribute 'Env'.*check the name after ':'"
+    with pytest.raises(RegistrationError, match=expected):
+        registry.make("no-attr")
