@@ -21,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentgym.errors import EnvConfigError, RegistrationError, UnknownEnvError
+from agentgym.errors import EnvConfigError, EnvLoadError, PluginLoadError, RegistrationError, UnknownEnvError
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,27 @@ class EnvSpec(BaseModel):
         return f"{GYM_NAMESPACE}/{self.id}"
 
     def load(self) -> Callable[..., Any]:
-        """Import and return the entry point."""
+        """Import and return the entry point; any failure is an EnvLoadError naming it, chained to the cause."""
         module_name, _, attr = self.entry_point.partition(":")
         try:
             module = importlib.import_module(module_name)
+        # Importing an env's module runs its code: a missing optional dependency, a broken shared
+        # library or a bug there may raise anything, and the caller must still learn which env it was.
+        except Exception as exc:
+            raise EnvLoadError(self.id, self.entry_point, exc, _import_fix(module_name, exc)) from exc
+        try:
             return getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            raise RegistrationError(f"env {self.id!r}: cannot load entry point {self.entry_point!r}: {exc}") from exc
+        except AttributeError as exc:
+            raise EnvLoadError(self.id, self.entry_point, exc, "check the name after ':'") from exc
+
+
+def _import_fix(module_name: str, exc: Exception) -> str:
+    """What to do about `exc`, raised while importing an env's module `module_name`."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        if module_name == exc.name or module_name.startswith(f"{exc.name}."):
+            return "check the module path before ':', or install the package that holds it"
+        return f"install the package that provides {exc.name!r} (the env needs it)"
+    return "the chained traceback shows where importing the module failed"
 
 
 class Registry:
@@ -62,6 +76,7 @@ class Registry:
         self._specs: dict[str, EnvSpec] = {}
         self._load_plugins = load_plugins
         self._plugins_loaded = False
+        self._plugin_errors: list[PluginLoadError] = []
         self._mirror = mirror_to_gymnasium
         self._lock = threading.RLock()
 
@@ -99,7 +114,9 @@ class Registry:
         try:
             return self._specs[bare]
         except KeyError:
-            raise UnknownEnvError(bare, self._specs) from None
+            failures = self.plugin_errors
+            # Chained to the first failure's exception so that its traceback is shown with the error.
+            raise UnknownEnvError(bare, self._specs, failures) from (failures[0].__cause__ if failures else None)
 
     def make(self, id: str, **kwargs: Any) -> Any:
         """Build env `id` with its defaults overridden by `kwargs`."""
@@ -115,6 +132,13 @@ class Registry:
         with self._lock:
             return [self._specs[k] for k in sorted(self._specs)]
 
+    @property
+    def plugin_errors(self) -> list[PluginLoadError]:
+        """The plugins that failed to load, in entry-point order, each chained to its exception."""
+        self._ensure_plugins()
+        with self._lock:
+            return list(self._plugin_errors)
+
     def _ensure_plugins(self) -> None:
         if not self._load_plugins or self._plugins_loaded:
             return
@@ -127,7 +151,10 @@ class Registry:
                     hook = ep.load()
                     hook()
                 except Exception as exc:  # a broken plugin must not take the built-ins down
-                    log.warning("agentgym: plugin %r (%s) failed to register: %s", ep.name, ep.value, exc)
+                    failure = PluginLoadError(ep.name, ep.value, exc)
+                    # Remembered so that an unknown id can be blamed on it instead of reading as a typo.
+                    self._plugin_errors.append(failure)
+                    log.warning("agentgym: %s", failure, exc_info=exc)
 
 
 def _check_options(env_id: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
