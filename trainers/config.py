@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agentgym.hardware import check_device_spec
 from agentgym.rollout.engine import RolloutConfig
 from agentgym.trainers.policy_model import LoraSettings
 from agentgym.trainers.update import UpdateConfig
@@ -17,9 +18,18 @@ Algo = Literal["grpo", "rloo", "ppo"]
 ESTIMATORS: dict[str, str] = {"grpo": "grpo", "rloo": "rloo", "ppo": "batch"}
 
 
-def _train_rollout() -> RolloutConfig:
+class TrainRolloutConfig(RolloutConfig):
+    """How training rollouts are played: the engine's settings, plus how far they may run ahead of the update."""
+
+    max_staleness: int = Field(
+        0, ge=0, description="Asynchronous rollouts: the batch of step s may be played by the weights of step s - k or "
+        "newer while earlier steps update; 0: synchronous (each batch after the previous update).",
+    )
+
+
+def _train_rollout() -> TrainRolloutConfig:
     # Short replies and a short window: on a 2-core CPU prompt length sets the rollout time.
-    return RolloutConfig(concurrency=8, history_turns=2, sampling=SamplingParams(temperature=1.0, max_tokens=24))
+    return TrainRolloutConfig(concurrency=8, history_turns=2, sampling=SamplingParams(temperature=1.0, max_tokens=24))
 
 
 class VLLMSettings(BaseModel):
@@ -50,6 +60,7 @@ class TrainConfig(BaseModel):
     base_url: str | None = Field(None, description="A running vLLM server (started with VLLM_SERVER_DEV_MODE=1) to use and update.")
     served_model: str | None = Field(None, description="Model name the server at base_url answers to; default: model.")
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N: where the trained model runs (auto: cuda if present).")
     steps: int = Field(10, ge=1, description="Training steps (one batch of rollouts each).")
     tasks_per_step: int = Field(4, ge=1, description="Tasks (groups) sampled per step.")
     samples_per_task: int = Field(4, ge=1, description="Rollouts per task: the group a baseline is computed from.")
@@ -61,7 +72,7 @@ class TrainConfig(BaseModel):
     gamma: float = Field(1.0, ge=0, le=1, description="Discount of per-turn rewards into returns.")
     normalize_std: bool = Field(True, description="Divide advantages by the group (grpo) or batch (ppo) std; ignored by rloo.")
     max_length: int = Field(2048, ge=16, description="Turns longer than this (prompt + completion tokens) are skipped.")
-    rollout: RolloutConfig = Field(default_factory=_train_rollout)
+    rollout: TrainRolloutConfig = Field(default_factory=_train_rollout)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     eval_every: int = Field(0, ge=0, description="Evaluate on held-out tasks every N steps and after the last; 0: only after the last.")
     eval_episodes: int = Field(20, ge=0, description="Episodes per evaluation; 0 disables evaluation.")
@@ -77,6 +88,11 @@ class TrainConfig(BaseModel):
     entropy_probe_turns: int = Field(64, ge=1, description="How many turns of entropy_probe to measure on.")
     seed: int = 0
     out: str | None = Field(None, description="Run directory; default runs/train-<env>-<time>.")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        return check_device_spec(value)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -102,6 +118,7 @@ class SFTConfig(BaseModel):
     data: list[str] = Field(description="trajectories.jsonl files (e.g. from `agentgym eval --policy walkthrough`).")
     model: str = "smollm2-135m"
     lora: LoraSettings | None = None
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N: where the model trains (auto: cuda if present).")
     only_success: bool = Field(True, description="Train only on trajectories that succeeded.")
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(16, ge=1, description="Turns per optimiser step.")
@@ -109,3 +126,8 @@ class SFTConfig(BaseModel):
     update: UpdateConfig = Field(default_factory=lambda: UpdateConfig(lr=1e-4))
     seed: int = 0
     out: str | None = Field(None, description="Run directory; the model goes to OUT/model. Default runs/sft-<time>.")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        return check_device_spec(value)

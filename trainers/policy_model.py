@@ -8,6 +8,7 @@ prompt position would cost as much as the transformer body and most of the memor
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentgym.errors import PolicyError
+from agentgym.hardware import resolve_device, resolve_precision
 from agentgym.models import resolve_model
 from agentgym.trainers.batches import MicroBatch, TurnSample, micro_batches
 from agentgym.trainers.objectives import token_entropy
@@ -54,11 +56,23 @@ class TrainableModel:
         """The transformers model underneath any peft wrapper."""
         return self.model.get_base_model() if self.is_lora else self.model
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (and so where its micro-batches must go)."""
+        return model_device(self.model)
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of a model's first parameter (CPU for a model without parameters)."""
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
 
 def load_trainable(
-    model: str, *, lora: LoraSettings | None = None, adapter_dir: str | Path | None = None, cache: str | Path | None = None
+    model: str, *, lora: LoraSettings | None = None, adapter_dir: str | Path | None = None, cache: str | Path | None = None,
+    device: str | torch.device = "auto",
 ) -> TrainableModel:
-    """Load `model` (alias, HF directory or .gguf) in float32 for training, wrapped in LoRA adapters if asked."""
+    """Load `model` (alias, HF directory or .gguf) in float32 on `device` for training, wrapped in LoRA adapters if asked."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -82,19 +96,35 @@ def load_trainable(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=lora.target_modules, task_type="CAUSAL_LM",
         ))
+    # After the adapters exist, so base weights and adapters move together.
+    net.to(resolve_device(device))
     # Dropout off: importance ratios must compare the same function that sampled.
     net.eval()
     return TrainableModel(net, tokenizer, Path(model_dir), int(eos), int(pad))
 
 
-def autocast_context(precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bfloat16 autocast on CPU/GPU for "bf16-autocast"; a no-op for "fp32"."""
-    if precision == "fp32":
+def reference_copy(trainable: TrainableModel) -> Any:
+    """A frozen copy of the trainable's current weights on its device: the KL term's reference model.
+
+    Call it once, right after loading: a fresh run copies the starting model, a resumed one the
+    checkpoint it loaded (as the loop always has). LoRA adapters are merged into the copy: the
+    reference never trains, and a plain model scores without the adapter matmuls.
+    """
+    reference = copy.deepcopy(trainable.model)
+    if trainable.is_lora:
+        reference = reference.merge_and_unload()
+    reference.requires_grad_(False)
+    reference.eval()
+    return reference.to(trainable.device)
+
+
+def autocast_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast on `device`'s type for "bf16-autocast" (auto: where bf16 is native); a no-op for "fp32"."""
+    device = torch.device(device)
+    if resolve_precision(precision, device) == "fp32":
         return contextlib.nullcontext()
-    if precision == "bf16-autocast":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.autocast(device, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be 'fp32' or 'bf16-autocast', got {precision!r}")
+    # The tensors' own device type: autocast on "cuda" does nothing to CPU tensors, and the reverse.
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def score_policy_tokens(
@@ -107,17 +137,19 @@ def score_policy_tokens(
     """
     net = model.get_base_model() if hasattr(model, "peft_config") else model
     decoder, head = net.get_decoder(), net.get_output_embeddings()
-    with autocast_context(precision):
+    device = model_device(net)
+    batch = batch.to(device)  # a no-op for batches collated on the model's device
+    with autocast_context(precision, device):
         hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         targets = batch.loss_mask[:, 1:].bool()
         logits = head(hidden[:, :-1][targets]).float()  # [N, V]: only positions that predict a policy token
     picked = batch.input_ids[:, 1:][targets]
     logprobs_flat = torch.log_softmax(logits, dim=-1).gather(-1, picked.unsqueeze(-1)).squeeze(-1)
-    logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+    logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=device)
     logprobs[:, 1:][targets] = logprobs_flat
     entropy = None
     if with_entropy:
-        entropy = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        entropy = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=device)
         entropy[:, 1:][targets] = token_entropy(logits)
     return logprobs, entropy
 
@@ -126,7 +158,7 @@ def mean_token_entropy(model: Any, samples: Sequence[TurnSample], token_budget: 
     """Mean entropy (nats) of the next-token distribution over every policy token of `samples`, without gradients."""
     total, count = 0.0, 0
     with torch.no_grad():
-        for mb in micro_batches(samples, token_budget, pad_id):
+        for mb in micro_batches(samples, token_budget, pad_id, device=model_device(model)):
             _, entropy = score_policy_tokens(model, mb, precision=precision)
             assert entropy is not None
             total += float((entropy * mb.loss_mask).sum())

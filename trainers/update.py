@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentgym.trainers import objectives
 from agentgym.trainers.batches import TurnSample, batch_totals, micro_batches
+from agentgym.hardware import resolve_precision
 from agentgym.trainers.policy_model import TrainableModel, mean_token_entropy, score_policy_tokens
 
 
@@ -51,7 +52,10 @@ class UpdateConfig(BaseModel):
     )
     kl_coef: float = Field(0.0, ge=0, description="Weight of KL(π‖π_ref) to the frozen starting model; 0 disables it.")
     micro_batch_tokens: int = Field(4096, ge=64, description="Padded tokens per forward/backward pass.")
-    precision: Literal["fp32", "bf16-autocast"] = "bf16-autocast"
+    precision: Literal["auto", "fp32", "bf16-autocast"] = Field(
+        "auto", description="auto: bf16-autocast where the device computes bfloat16 natively, else fp32 "
+        "(a CPU that emulates bf16 runs it >100x slower); agentgym.hardware decides.",
+    )
     epo: EPOConfig = Field(default_factory=EPOConfig)
 
 
@@ -82,6 +86,8 @@ def policy_gradient_step(
     epo = config.epo
     beta = objectives.epo_entropy_weight(step, total_steps, epo.entropy_coef, epo.phases) if epo.enabled else 0.0
     history = entropy_history[-epo.window:]
+    device = trainable.device
+    precision = resolve_precision(config.precision, device)
     params = [p for p in trainable.model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
     first_epoch_entropy = math.nan
@@ -95,8 +101,8 @@ def policy_gradient_step(
             totals = dict.fromkeys(("loss/policy", "loss/kl", "loss/entropy_bonus", "loss/entropy_smoothing",
                                     "policy/clip_fraction", "policy/ratio_mean", "policy/approx_kl",
                                     "policy/kl", "policy/entropy"), 0.0)
-            for mb in micro_batches(samples, config.micro_batch_tokens, trainable.pad_token_id):
-                logprobs, entropy = score_policy_tokens(trainable.model, mb, precision=config.precision)
+            for mb in micro_batches(samples, config.micro_batch_tokens, trainable.pad_token_id, device=device):
+                logprobs, entropy = score_policy_tokens(trainable.model, mb, precision=precision)
                 assert entropy is not None
                 pg, stats = objectives.ppo_clip_loss(
                     logprobs, mb.old_logprobs, mb.advantages, mb.loss_mask,
@@ -107,7 +113,7 @@ def policy_gradient_step(
                 mean_entropy_part = (entropy * mb.loss_mask).sum() / num_tokens  # this micro-batch's share of H
                 if config.kl_coef > 0 and ref_model is not None:
                     with torch.no_grad():
-                        ref_logprobs, _ = score_policy_tokens(ref_model, mb, with_entropy=False, precision=config.precision)
+                        ref_logprobs, _ = score_policy_tokens(ref_model, mb, with_entropy=False, precision=precision)
                     kl = objectives.aggregate(
                         objectives.kl_penalty(logprobs, ref_logprobs), mb.loss_mask, config.aggregation,
                         num_tokens=num_tokens, num_sequences=num_sequences,
@@ -176,12 +182,14 @@ def sft_step(
     if num_tokens == 0:
         raise ValueError("no policy tokens to train on")
     params = [p for p in trainable.model.parameters() if p.requires_grad]
+    device = trainable.device
+    precision = resolve_precision(config.precision, device)
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     trainable.model.train()
     try:
-        for mb in micro_batches(samples, config.micro_batch_tokens, trainable.pad_token_id):
-            logprobs, _ = score_policy_tokens(trainable.model, mb, with_entropy=False, precision=config.precision)
+        for mb in micro_batches(samples, config.micro_batch_tokens, trainable.pad_token_id, device=device):
+            logprobs, _ = score_policy_tokens(trainable.model, mb, with_entropy=False, precision=precision)
             loss = objectives.aggregate(
                 -logprobs, mb.loss_mask, config.aggregation, num_tokens=num_tokens, num_sequences=num_sequences
             )
