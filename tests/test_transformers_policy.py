@@ -126,6 +126,79 @@ async def test_seeded_sampling_repeats(policy: TransformersPolicy) -> None:
     assert other.token_ids != first.token_ids
 
 
+async def test_a_seed_at_batch_size_one_gives_the_same_tokens_in_any_policy(tiny_model_dir: Path) -> None:
+    """Token for token, from a fresh policy too, and whatever unseeded sampling ran in between."""
+    hot = SamplingParams(temperature=1.5, max_tokens=16)
+    runs: list[list[list[int]]] = []
+    for _ in range(2):
+        p = TransformersPolicy(str(tiny_model_dir), dtype="float32", max_batch_size=1)
+        try:
+            await p.act(chat(PROMPTS[1]), sampling=hot)  # unseeded: moves torch's global RNG
+            runs.append([(await p.act(chat(PROMPTS[0]), sampling=hot.model_copy(update={"seed": s}))).token_ids
+                         for s in (7, 8, 7)])
+        finally:
+            await p.aclose()
+    assert runs[0] == runs[1]
+    assert runs[0][0] == runs[0][2]  # seed 7 again
+    assert runs[0][0] != runs[0][1]  # 16 tokens at temperature 1.5: seeds 7 and 8 differ (very likely; fixed here)
+
+
+class _CountingLock:
+    """A lock that counts how often it was taken."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+
+    def __enter__(self) -> None:
+        self.entered += 1
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+async def test_every_sampled_generate_holds_the_rng_lock(policy: TransformersPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unseeded sampled call in another thread must not draw from a seeded call's stream between seed and sample."""
+    from agentgym.policies import transformers_local
+
+    lock = _CountingLock()
+    monkeypatch.setattr(transformers_local, "_SEED_LOCK", lock)
+    await policy.act(chat("look"), sampling=SamplingParams(temperature=1.0, max_tokens=4))
+    await policy.act(chat("look"), sampling=SamplingParams(temperature=1.0, max_tokens=4, seed=3))
+    assert lock.entered == 2
+    await policy.act(chat("look"), sampling=GREEDY)  # greedy draws nothing from the RNG
+    assert lock.entered == 2
+
+
+async def test_auto_dtype_and_device_come_from_the_hardware(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentgym import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    p = TransformersPolicy(str(tiny_model_dir))
+    assert (p.dtype, p.device) == ("auto", "auto")
+    p.load()
+    assert p.placement is not None and p.placement.device == torch.device("cpu")
+    assert p.placement.precision == hardware.resolve_dtype("auto", "cpu")
+    assert {q.dtype for q in p.model.parameters()} == {getattr(torch, p.placement.precision)}
+    # A CPU without bf16 instructions (AVX2 only): auto loads float32.
+    monkeypatch.setattr(hardware, "machine_cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(hardware, "torch_cpu_capability", lambda: "AVX2")
+    avx2 = TransformersPolicy(str(tiny_model_dir))
+    avx2.load()
+    assert avx2.placement is not None and avx2.placement.precision == "float32"
+    assert {q.dtype for q in avx2.model.parameters()} == {torch.float32}
+    result = await avx2.act(chat("look"), sampling=GREEDY)
+    await avx2.aclose()
+    assert result.token_ids
+
+
+async def test_an_explicit_cuda_device_without_a_gpu_fails_at_check(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentgym.hardware import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="CUDA"):
+        await TransformersPolicy(str(tiny_model_dir), device="cuda").check()
+
+
 @pytest.fixture()
 async def reply_policy(tiny_reply_model_dir: Path) -> AsyncIterator[TransformersPolicy]:
     """The tiny model that always answers TINY_REPLY, batches of at most 8."""
@@ -186,6 +259,8 @@ async def test_describe_and_bad_arguments(tiny_model_dir: Path) -> None:
     assert (info.kind, info.model) == ("transformers", str(tiny_model_dir))
     with pytest.raises(ValueError, match="dtype"):
         TransformersPolicy(str(tiny_model_dir), dtype="float8")
+    with pytest.raises(ValueError, match="device"):
+        TransformersPolicy(str(tiny_model_dir), device="gpu")
     with pytest.raises(ModelNotFoundError, match="smollm2-135m"):
         await TransformersPolicy("no-such-model").check()
 
@@ -203,8 +278,8 @@ async def test_aclose_fails_waiting_requests_and_policy_restarts(policy: Transfo
 
 
 @pytest.mark.slow
-async def test_smollm2_bfloat16_turn() -> None:
-    p = TransformersPolicy("smollm2-135m")
+async def test_smollm2_turn_in_the_hardware_dtype() -> None:
+    p = TransformersPolicy("smollm2-135m")  # dtype auto: bfloat16 where native, else float32
     try:
         result = await p.act(
             [Message(role="user", content="Say hello.")], sampling=SamplingParams(temperature=0, max_tokens=16)

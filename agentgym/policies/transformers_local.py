@@ -5,6 +5,16 @@ loop keeps running); `load()` loads it eagerly from synchronous code. Generation
 worker thread too. Requests wait up to `batch_wait_ms` for company, and requests with
 equal sampling settings share one left-padded `generate` call of at most `max_batch_size`
 rows: on CPU a batch of 8 costs little more than one row.
+
+Device and dtype default to "auto" (agentgym.hardware): a GPU if there is one, and bfloat16
+only where the hardware computes it natively (float32 on CPUs that would emulate it).
+
+Seeds: a request's `SamplingParams.seed` seeds torch's global RNG right before its
+`generate` call, and every sampled call holds one process-wide lock around seeding and
+sampling, so no other generate draws from the stream in between. A seeded request at batch
+size 1 is reproducible token for token. Rows batched together share one seed stream (a
+batch holds only requests with equal sampling settings, seed included), so a batch of more
+than one row repeats only when its composition does: the same prompts, in the same order.
 """
 
 from __future__ import annotations
@@ -16,16 +26,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentgym.errors import PolicyError
 from agentgym.models import resolve_model
 from agentgym.policies.base import EpisodeContext, Policy
 from agentgym.types import Completion, Message, PolicyInfo, SamplingParams
 
-# torch has one global RNG: seeded generate calls (from any policy instance) take turns.
+if TYPE_CHECKING:
+    from agentgym.hardware import Placement
+
+# torch has one global RNG: sampled generate calls (from any policy instance) take turns, so an
+# unseeded call on another thread cannot draw from a seeded call's stream between seed and sample.
 _SEED_LOCK = threading.Lock()
-_DTYPES = ("bfloat16", "float16", "float32")
 
 
 @dataclass
@@ -62,20 +75,26 @@ class TransformersPolicy(Policy):
         self,
         model: str = "smollm2-135m",
         *,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
+        device: str = "auto",
         max_batch_size: int = 8,
         batch_wait_ms: float = 5.0,
         cache: str | Path | None = None,
         torch_threads: int | None = None,
     ) -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        from agentgym.hardware import DTYPES, check_device_spec  # imports torch: only once this policy is chosen
+
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        check_device_spec(device)
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be >= 0, got {batch_wait_ms}")
         self.model_name = str(model)
-        self.dtype = dtype
+        self.dtype = dtype  # as asked; `placement` holds what load() resolved it to
+        self.device = device
+        self.placement: Placement | None = None  # the resolved device and dtype, set by load()
         self.max_batch_size = max_batch_size
         self.batch_wait_ms = batch_wait_ms
         self.cache = cache
@@ -101,15 +120,19 @@ class TransformersPolicy(Policy):
             from transformers import AutoModelForCausalLM, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
+            from agentgym.hardware import resolve_inference_placement
+
             # Its per-tensor "Loading weights" bars would interleave with the rollout progress bar.
             hf_logging.disable_progress_bar()
 
             if self.torch_threads is not None:
                 torch.set_num_threads(self.torch_threads)  # process-wide: torch has one intra-op pool
+            placement = resolve_inference_placement(self.device, self.dtype)
             model_dir = resolve_model(self.model_name, self.cache)
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
             tokenizer.padding_side = "left"  # generated tokens must line up at the right edge
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, self.dtype))
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, placement.precision))
+            model.to(placement.device)
             model.eval()
             eos = model.generation_config.eos_token_id
             eos_ids = {*(eos if isinstance(eos, list) else [eos])} - {None}
@@ -123,6 +146,7 @@ class TransformersPolicy(Policy):
                 raise PolicyError(f"model {self.model_name!r} has no chat template; use an instruct/chat model")
             self._eos_ids = sorted(eos_ids)
             self.tokenizer = tokenizer
+            self.placement = placement
             self.model = model  # set last: other threads test it to see whether loading finished
 
     def weights_lock(self) -> threading.Lock:
@@ -246,8 +270,10 @@ class TransformersPolicy(Policy):
         import torch
 
         started = time.perf_counter()
+        if self.placement is None:
+            raise PolicyError("the transformers policy generated before load()")
         tokenizer = self.tokenizer
-        encoded = tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+        encoded = tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.placement.device)
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_tokens,
             "eos_token_id": self._eos_ids,
@@ -266,7 +292,8 @@ class TransformersPolicy(Policy):
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         if sampling.stop:
             kwargs["stopping_criteria"] = [_StopStrings(tokenizer, sampling.stop, encoded["input_ids"].shape[1])]
-        seed_lock = _SEED_LOCK if sampling.seed is not None else contextlib.nullcontext()
+        # Greedy decoding draws nothing from the RNG, so only sampled calls need the lock.
+        seed_lock = _SEED_LOCK if kwargs["do_sample"] else contextlib.nullcontext()
         with seed_lock, self._weights_lock, torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
