@@ -1,8 +1,14 @@
-"""A rich progress bar for rollouts: episodes done, success rate, turns per second."""
+"""Progress for long jobs: a rich progress bar for rollouts, and a heartbeat line for logs that are not terminals.
+
+A rich progress bar redraws in place; written to a file or a CI log it shows nothing until it
+ends, so a job that runs for minutes looks dead. `Heartbeat` prints a plain line instead, at
+most every `interval_s` seconds, for callers to use whenever the output is not a terminal.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
@@ -45,3 +51,49 @@ class RolloutProgress:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._progress.stop()
+
+
+class Heartbeat:
+    """A line at most every `interval_s` seconds: call `.maybe(lambda: "...")` as often as you like.
+
+    The first `.maybe` prints (a job's first line shows its speed early); later ones print once
+    `interval_s` has passed since the last line. The message is built only when it is printed.
+    """
+
+    def __init__(
+        self, interval_s: float = 30.0, *, console: Console | None = None,
+        emit: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        self.interval_s = interval_s
+        self._clock = clock
+        self._console = console or Console(stderr=True, soft_wrap=True)
+        self._emit = emit or self._print
+        self._last: float | None = None
+
+    def maybe(self, message: Callable[[], str]) -> bool:
+        """Print `message()` if it is the first call or `interval_s` has passed since the last line; whether it printed."""
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            return False
+        self.emit(message())
+        return True
+
+    def emit(self, line: str) -> None:
+        """Print `line` now (e.g. a job's last line) and restart the interval."""
+        self._last = self._clock()
+        self._emit(line)
+
+    def _print(self, line: str) -> None:
+        self._console.print(line, highlight=False)
+
+
+def format_duration(seconds: float) -> str:
+    """A short duration for progress lines: 42s, 3m05s, 1h02m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -136,3 +136,81 @@ def test_sft_data_comes_in_one_order_whatever_order_the_episodes_finished_in(tmp
                 writer.write(t)
         loaded.append([t.trajectory_id for t in load_sft_trajectories([str(tmp_path / f"{name}.jsonl")], only_success=True)])
     assert loaded[0] == loaded[1] == ["a1", "a9", "b2", "c0"]
+
+
+class _Reached(Exception):
+    """Raised by a spy once it has seen what the test checks."""
+
+
+def test_update_steps_send_every_micro_batch_to_the_model_device(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the model on the meta device (no GPU needed), both steps hand scoring micro-batches on that device."""
+    from agentgym.trainers import update
+
+    trainable = load_trainable(str(tiny_model_dir), device="meta")
+    samples = _samples(load_trainable(str(tiny_model_dir)))
+    seen: list[set[str]] = []
+
+    def spy(model, mb, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append({t.device.type for t in (mb.input_ids, mb.attention_mask, mb.loss_mask, mb.old_logprobs,
+                                             mb.advantages, mb.row_weights)})
+        raise _Reached
+
+    monkeypatch.setattr(update, "score_policy_tokens", spy)
+    optim = torch.optim.SGD(trainable.model.parameters(), lr=0.1)
+    with pytest.raises(_Reached):
+        sft_step(trainable, optim, samples, UpdateConfig(precision="fp32"))
+    with pytest.raises(_Reached):
+        policy_gradient_step(trainable, optim, samples, UpdateConfig(precision="fp32"), step=0, total_steps=1,
+                             entropy_history=[])
+    assert seen == [{"meta"}, {"meta"}]
+
+
+def _text_only_walkthroughs(path: Path, n: int = 8) -> Path:
+    """`n` successful two-turn trajectories without token ids, as a walkthrough policy records them."""
+    from agentgym.store import TrajectoryWriter
+    from tests.test_trainer_batches import _traj
+
+    with TrajectoryWriter(path) as writer:
+        for i in range(n):
+            traj = _traj([([1], [2], None), ([1], [3], None)], f"w{i}")
+            for turn in traj.turns:
+                turn.prompt_token_ids = turn.completion_token_ids = turn.completion_logprobs = None
+            traj.success = True
+            writer.write(traj)
+    return path
+
+
+def test_sft_off_a_terminal_prints_heartbeat_lines_and_records_its_placement(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import io
+    import re
+
+    import yaml
+    from rich.console import Console
+
+    from agentgym import hardware
+    from agentgym.progress import Heartbeat
+    from agentgym.trainers.config import SFTConfig
+    from agentgym.trainers.sft import run_sft
+
+    class Clock:  # 20 s pass between any two readings: a line every second step
+        now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 20.0
+            return self.now
+
+    lines: list[str] = []
+    log = io.StringIO()  # not a terminal, as a CI log or a redirected file is
+    data = _text_only_walkthroughs(tmp_path / "walk.jsonl")
+    cfg = SFTConfig(data=[str(data)], model=str(tiny_model_dir), epochs=3, batch_size=4, device="cpu")  # precision auto
+    result = run_sft(cfg, tmp_path / "sft", console=Console(file=log, width=200),
+                     heartbeat=Heartbeat(30, emit=lines.append, clock=Clock()))
+    assert result.steps == 12  # 16 turns, 4 a step, 3 epochs
+    assert len(lines) == 7  # steps 1, 3, 5, 7, 9, 11 and the last one
+    pattern = r"sft step (\d+)/12 · loss \d+\.\d{3} · \d+ tokens/s · \S+ elapsed, \S+ left"
+    assert all(re.fullmatch(pattern, line) for line in lines), lines
+    assert [int(re.match(pattern, line).group(1)) for line in lines] == [1, 3, 5, 7, 9, 11, 12]
+    expected = hardware.resolve_placement("cpu", "auto")
+    assert log.getvalue().count(expected.describe()) == 1  # said once, at the start
+    recorded = yaml.safe_load((tmp_path / "sft" / "config.yaml").read_text())
+    assert recorded["device"] == "cpu" and recorded["update"]["precision"] == expected.precision  # resolved, not "auto"
