@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from agentgym.env import TextEnv
 from agentgym.metrics import wilson_interval
 from agentgym.policies.base import Policy
-from agentgym.rollout.engine import EpisodeJob, RolloutConfig, RolloutEngine, TrajectoryCallback
+from agentgym.rollout.engine import CONTEXT_OVERFLOW, EpisodeJob, RolloutConfig, RolloutEngine, TrajectoryCallback
 from agentgym.store import TrajectoryWriter
 from agentgym.types import PolicyInfo, Trajectory
 
@@ -33,6 +33,7 @@ class EvalSummary(BaseModel):
     mean_turns: float
     invalid_action_rate: float
     errors: int
+    context_overflows: int = 0
     tokens_in: int
     tokens_out: int
     wall_seconds: float
@@ -55,6 +56,7 @@ def summarize(
         mean_turns=len(turns) / n if n else 0.0,
         invalid_action_rate=invalid / len(judged) if judged else 0.0,
         errors=sum(1 for t in trajectories if t.error is not None),
+        context_overflows=sum(1 for t in trajectories if t.truncation_reason == CONTEXT_OVERFLOW),
         tokens_in=sum(u.prompt_tokens for u in turns), tokens_out=sum(u.completion_tokens for u in turns),
         wall_seconds=wall_seconds, interrupted=interrupted,
     )
@@ -73,6 +75,7 @@ def render_markdown(s: EvalSummary) -> str:
         ("mean turns", f"{s.mean_turns:.2f}"),
         ("invalid-action rate", f"{s.invalid_action_rate:.3f}"),
         ("episodes with errors", str(s.errors)),
+        ("episodes cut by context overflow", str(s.context_overflows)),
         ("tokens in / out", f"{s.tokens_in} / {s.tokens_out}"),
         ("wall time", f"{s.wall_seconds:.1f} s"),
     ]

@@ -53,6 +53,7 @@ SCHEMA = pa.schema([
     ("success", pa.bool_()),
     ("terminated", pa.bool_()),
     ("truncated", pa.bool_()),
+    ("truncation_reason", pa.string()),
     ("error_type", pa.string()),
     ("error_message", pa.string()),
     ("started_at", pa.float64()),
@@ -82,7 +83,7 @@ def _row(t: Trajectory) -> dict[str, Any]:
             for u in t.turns
         ],
         "num_turns": t.num_turns, "total_reward": t.total_reward, "success": t.success,
-        "terminated": t.terminated, "truncated": t.truncated,
+        "terminated": t.terminated, "truncated": t.truncated, "truncation_reason": t.truncation_reason,
         "error_type": t.error.type if t.error else None, "error_message": t.error.message if t.error else None,
         "started_at": t.started_at, "duration_seconds": t.duration_seconds,
     }

@@ -127,6 +127,9 @@ class Trajectory(Record):
     success: bool | None = None
     terminated: bool = False
     truncated: bool = False
+    truncation_reason: str | None = Field(
+        None, description="Why an outside limit cut the episode: max_turns, context_overflow, timeout or env (the env's own limit)."
+    )
     error: ErrorRecord | None = None
     started_at: float
     duration_seconds: float = 0.0

@@ -138,3 +138,82 @@ async def test_walkthrough_policy_solves_textworld_through_the_engine(tw_games_d
     trajs = await engine.run(plan_episodes(tasks, 8))
     assert len(trajs) == 8 and all(t.success for t in trajs)
     assert all(t.env_kwargs == kwargs and t.policy.kind == "walkthrough" for t in trajs)
+
+
+class _RecordingPolicy(Policy):
+    """Records each call's sampling seed and prompt length; refuses prompts longer than `context_messages`."""
+
+    def __init__(self, context_messages: int | None = None) -> None:
+        self.calls: list[tuple[str, int, int | None, int]] = []
+        self.context_messages = context_messages
+
+    async def act(self, messages: Sequence[Message], tools=None, sampling=None, context=None) -> Completion:  # type: ignore[override]
+        from agentgym.errors import ContextOverflowError
+
+        assert context is not None and sampling is not None
+        self.calls.append((context.episode_id, context.turn, sampling.seed, len(messages)))
+        if self.context_messages is not None and len(messages) > self.context_messages:
+            raise ContextOverflowError(f"{len(messages)} messages do not fit")
+        return Completion(text="down")
+
+    def describe(self) -> PolicyInfo:
+        return PolicyInfo(kind="recording")
+
+
+async def test_each_request_gets_a_seed_derived_from_run_seed_episode_and_turn() -> None:
+    from agentgym.seeding import request_seed
+
+    jobs = plan_episodes(["count-2", "count-3"], 4, samples_per_task=2, seed=5)
+
+    async def seeds(run_seed: int | None) -> list[list[int | None]]:
+        policy = _RecordingPolicy()
+        trajs = await RolloutEngine(lambda: CountdownEnv(), policy, RolloutConfig(concurrency=3, seed=run_seed)).run(jobs)
+        by_episode = {t.trajectory_id: [s for e, _, s, _ in sorted(policy.calls, key=lambda c: c[1]) if e == t.trajectory_id]
+                      for t in trajs}
+        return [by_episode[t.trajectory_id] for t in trajs]
+
+    first, again, other = await seeds(7), await seeds(7), await seeds(8)
+    assert first == again  # a rerun asks for the same samples, whatever order the workers ran in
+    assert first != other
+    assert first[0] == [request_seed(7, jobs[0].group_id, 0, turn) for turn in range(2)]
+    # Rollouts of one group must still differ: each sample has its own seeds.
+    assert first[0][0] != first[1][0]
+    assert all(len(set(s)) == len(s) for s in first)  # and each turn its own
+    assert await seeds(None) == [[None] * 2, [None] * 2, [None] * 3, [None] * 3]
+
+
+async def test_a_prompt_that_outgrows_the_context_drops_older_exchanges_then_ends_truncated() -> None:
+    from agentgym.evaluation import summarize
+
+    # Instructions + goal + k exchanges = 2 + 2k messages; at most 6 fit (two exchanges).
+    policy = _RecordingPolicy(context_messages=6)
+    engine = RolloutEngine(lambda: CountdownEnv(starts=(9,)), policy, RolloutConfig(history_turns=None))
+    (traj,) = await engine.run(plan_episodes(["count-9"], 1))
+    assert traj.error is None and traj.success and traj.num_turns == 9  # shrinking let it finish
+    assert all(len(u.prompt_messages) <= 6 for u in traj.turns) and len(traj.turns[-1].prompt_messages) < 2 + 2 * 8
+    assert traj.truncation_reason is None
+
+    # "end": the first prompt that does not fit ends the episode, truncated, and the summary counts it.
+    policy = _RecordingPolicy(context_messages=6)
+    engine = RolloutEngine(lambda: CountdownEnv(starts=(9,)), policy, RolloutConfig(history_turns=None, on_context_overflow="end"))
+    (traj,) = await engine.run(plan_episodes(["count-9"], 1))
+    assert traj.error is None and traj.truncated and not traj.terminated
+    assert traj.truncation_reason == "context_overflow" and traj.num_turns == 3
+    summary = summarize([traj], env_id="countdown", policy=traj.policy, planned=1, wall_seconds=1.0)
+    assert summary.context_overflows == 1 and summary.errors == 0
+
+    # Even the instructions and the goal alone do not fit: the episode ends at once, never crashes.
+    policy = _RecordingPolicy(context_messages=1)
+    (traj,) = await RolloutEngine(lambda: CountdownEnv(), policy, RolloutConfig()).run(plan_episodes(["count-2"], 1))
+    assert traj.num_turns == 0 and traj.truncation_reason == "context_overflow" and traj.error is None
+
+
+async def test_a_failing_env_close_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    class BadClose(CountdownEnv):
+        def close(self) -> None:
+            raise RuntimeError("close exploded")
+
+    with caplog.at_level("WARNING"):
+        await RolloutEngine(lambda: BadClose(), ScriptedPolicy(["down"] * 3), RolloutConfig()).run(plan_episodes(["count-2"], 1))
+        await asyncio.sleep(0.2)  # the close runs in the env's thread
+    assert any("close exploded" in (r.exc_text or "") or "close exploded" in str(r.exc_info) for r in caplog.records)

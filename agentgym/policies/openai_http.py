@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import openai
 
-from agentgym.errors import ModelNotFoundError, PolicyError, ServerUnreachableError
+from agentgym.errors import ContextOverflowError, ModelNotFoundError, PolicyError, ServerUnreachableError
 from agentgym.policies.base import EpisodeContext, Policy
 from agentgym.tool_calls import ToolCall, render_tool_call
 from agentgym.types import Completion, Message, PolicyInfo, SamplingParams
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 
 # vLLM's extensions that return the exact token ids, so trainers never re-tokenise text.
 VLLM_TOKEN_ID_EXTRAS = {"return_token_ids": True, "return_tokens_as_token_ids": True}
+
+# How servers word a request that outgrows the context window: vLLM ("This model's maximum context length
+# is N tokens ...", "... is too large ... maximum context length"), OpenAI (code context_length_exceeded).
+_CONTEXT_OVERFLOW = re.compile(r"maximum context length|context length|context_length_exceeded|prompt is too long", re.I)
 
 
 class OpenAIPolicy(Policy):
@@ -96,6 +101,8 @@ class OpenAIPolicy(Policy):
         except openai.APIConnectionError as exc:
             raise ServerUnreachableError(self.base_url, _reason(exc)) from exc
         except openai.BadRequestError as exc:
+            if is_context_overflow(exc):
+                raise ContextOverflowError(f"server at {self.base_url}: {exc.message}") from exc
             # vLLM started without a tool-call parser refuses tools with the default tool_choice "auto".
             # With "none" the tools still reach the chat template and the model answers in text, which
             # tool envs read (agentgym.tool_calls); later calls ask that way from the start.
@@ -144,6 +151,12 @@ def _to_completion(response: Any) -> Completion:
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else len(token_ids or []),
     )
+
+
+def is_context_overflow(exc: openai.BadRequestError) -> bool:
+    """Whether a 400 answer says the prompt plus max_tokens does not fit the model's context."""
+    code = getattr(exc, "code", None)
+    return code == "context_length_exceeded" or bool(_CONTEXT_OVERFLOW.search(exc.message or ""))
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,21 +8,27 @@ coroutines; env calls block, so each worker runs its env in a thread of its own
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentgym.env import TextEnv
+from agentgym.errors import ContextOverflowError
 from agentgym.policies.base import EpisodeContext, Policy
 from agentgym.rollout.env_thread import EnvThread
 from agentgym.rollout.prompts import ChatHistory
-from agentgym.types import ErrorRecord, SamplingParams, Trajectory, Turn
+from agentgym.seeding import request_seed
+from agentgym.types import Completion, ErrorRecord, Message, SamplingParams, Trajectory, Turn
+
+log = logging.getLogger(__name__)
 
 TrajectoryCallback = Callable[[Trajectory], None]
+CONTEXT_OVERFLOW = "context_overflow"
 
 
 class RolloutConfig(BaseModel):
@@ -40,6 +46,15 @@ class RolloutConfig(BaseModel):
     turn_timeout_s: float | None = Field(600.0, gt=0, description="Limit on one policy call plus one env step.")
     episode_timeout_s: float | None = Field(None, gt=0, description="Limit on a whole episode.")
     sampling: SamplingParams = Field(default_factory=SamplingParams)
+    seed: int | None = Field(
+        None, description="Run seed: each policy call samples with a seed derived from (seed, episode group, sample, turn), "
+        "so a rerun samples the same tokens where the backend is deterministic; None: unseeded (or sampling.seed for every call).",
+    )
+    on_context_overflow: Literal["shrink", "end"] = Field(
+        "shrink", description="When a prompt plus max_tokens outgrows the model's context: shrink (drop older exchanges "
+        "from the prompt, halving the window until it fits, then end) or end (the episode ends truncated at once). "
+        "Either way an episode that cannot go on ends truncated with truncation_reason 'context_overflow'.",
+    )
 
 
 @dataclass(frozen=True)
@@ -143,14 +158,14 @@ class RolloutEngine:
         except asyncio.TimeoutError as exc:
             traj.error = ErrorRecord.from_exception(exc, "timeout")
             traj.error.message = traj.error.message or f"episode exceeded {self.config.episode_timeout_s} s"
-            traj.truncated, healthy = True, False
+            traj.truncated, traj.truncation_reason, healthy = True, "timeout", False
         except _EnvBroken as exc:
             cause = exc.__cause__ or exc
             where = "timeout" if isinstance(cause, asyncio.TimeoutError) else "env"
             traj.error = ErrorRecord.from_exception(cause, where)
             if where == "timeout":
                 traj.error.message = traj.error.message or f"turn exceeded {self.config.turn_timeout_s} s"
-                traj.truncated = True
+                traj.truncated, traj.truncation_reason = True, "timeout"
             healthy = False
         except Exception as exc:  # a policy failure ends this episode only
             traj.error = ErrorRecord.from_exception(exc, "policy")
@@ -178,10 +193,12 @@ class RolloutEngine:
         while True:
             _raise_if_cancelled()
             context.turn = turn
-            window = history.window_indices(cfg.history_turns)
-            prompt = [traj.messages[i] for i in window]
             started = time.perf_counter()
-            completion = await asyncio.wait_for(self.policy.act(prompt, tools, cfg.sampling, context), cfg.turn_timeout_s)
+            answered = await self._ask(traj, history, job, turn, tools, context)
+            if answered is None:  # the prompt no longer fits the model's context
+                traj.truncated, traj.truncation_reason = True, CONTEXT_OVERFLOW
+                return
+            window, completion = answered
             policy_seconds = time.perf_counter() - started
             started = time.perf_counter()
             observation, reward, terminated, truncated, info = await env_call(env.step, completion.text)
@@ -200,9 +217,34 @@ class RolloutEngine:
             history.add(completion.text, observation)
             if terminated or truncated or cut:
                 traj.terminated, traj.truncated = bool(terminated), bool(truncated or cut)
+                if traj.truncated and not traj.terminated:
+                    traj.truncation_reason = "max_turns" if cut else "env"
                 traj.success = info.get("success")
                 traj.final_info = {k: v for k, v in info.items() if k in ("success", "task_id", "signals")}
                 return
+
+    async def _ask(
+        self, traj: Trajectory, history: ChatHistory, job: EpisodeJob, turn: int,
+        tools: list[dict[str, Any]] | None, context: EpisodeContext,
+    ) -> tuple[list[int], Completion] | None:
+        """The policy's answer at `turn` and the prompt window it saw; None when no window fits the context."""
+        cfg = self.config
+        sampling = cfg.sampling
+        if cfg.seed is not None:
+            sampling = sampling.model_copy(update={"seed": request_seed(cfg.seed, job.group_id, job.sample_index, turn)})
+        keep = cfg.history_turns
+        while True:
+            window = history.window_indices(keep)
+            prompt: list[Message] = [traj.messages[i] for i in window]
+            try:
+                completion = await asyncio.wait_for(self.policy.act(prompt, tools, sampling, context), cfg.turn_timeout_s)
+                return window, completion
+            except ContextOverflowError as exc:
+                shown = history.exchanges if keep is None else min(keep, history.exchanges)
+                if cfg.on_context_overflow == "end" or shown == 0:
+                    log.info("episode %s ends at turn %d: %s", traj.trajectory_id, turn, exc)
+                    return None
+                keep = shown // 2  # fewer past exchanges; the instructions and the goal always stay
 
 
 def _raise_if_cancelled() -> None:
@@ -218,11 +260,11 @@ def _raise_if_cancelled() -> None:
 
 
 def _close_quietly(env: TextEnv) -> None:
-    """Close an env; a failing close must not end the run."""
+    """Close an env; a failing close is logged and must not end the run."""
     try:
         env.close()
     except Exception:
-        pass
+        log.warning("closing env %s failed; its resources may leak", type(env).__name__, exc_info=True)
 
 
 async def run_rollouts(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
 _STOP = object()
+log = logging.getLogger(__name__)
 
 
 class EnvThread:
@@ -33,7 +35,7 @@ class EnvThread:
         return future
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Queue `fn(*args)` without waiting for it; its exceptions are dropped."""
+        """Queue `fn(*args)` without waiting for it; an exception it raises is logged, not raised."""
         self._jobs.put((fn, args, None, None))
 
     def stop(self) -> None:
@@ -48,6 +50,8 @@ class EnvThread:
             except BaseException as exc:  # handed to the awaiting coroutine, which decides
                 if future is not None:
                     _deliver(loop, future, None, exc)
+                else:  # nobody awaits a submitted call: say what failed rather than drop it
+                    log.warning("%s failed in env thread %s", getattr(fn, "__name__", fn), self._thread.name, exc_info=exc)
             else:
                 if future is not None:
                     _deliver(loop, future, result, None)

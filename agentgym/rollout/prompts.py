@@ -28,6 +28,11 @@ class ChatHistory:
         self.messages.append(Message(role="assistant", content=action_text))
         self.messages.append(Message(role="user", content=observation))
 
+    @property
+    def exchanges(self) -> int:
+        """How many reply/observation pairs the history holds."""
+        return (len(self.messages) - self._head) // 2
+
     def window_indices(self, k: int | None = None) -> list[int]:
         """Indices into `messages` of the head plus the last `k` exchanges."""
         start = self._head if k is None else max(self._head, len(self.messages) - 2 * k)
