@@ -313,8 +313,10 @@ class FakeVLLM:
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any]] = []
         self.routes: dict[str, tuple[int, Any]] = {
+            "/pause?mode=wait": (200, {"status": "paused"}),
             "/collective_rpc": (200, {"results": [None]}),
             "/reset_prefix_cache": (200, {"success": True}),
+            "/resume": (200, {"status": "resumed"}),
             "/v1/load_lora_adapter": (200, "ok"),
             "/v1/unload_lora_adapter": (200, "ok"),
         }
@@ -408,11 +410,24 @@ def test_push_reloads_resets_and_prunes_old_versions(fake: FakeVLLM, tmp_path: P
     for step in (1, 2, 3):
         assert sync.push(model, step) == "m"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002", "step-000003"]
-    assert fake.paths() == ["/collective_rpc", "/reset_prefix_cache"] * 3
-    body = fake.requests[-2][1]
+    # Generation pauses (in-flight requests finish on the old weights) around each reload.
+    assert fake.paths() == ["/pause?mode=wait", "/collective_rpc", "/reset_prefix_cache", "/resume"] * 3
+    body = fake.requests[-3][1]
     assert body == {"method": "reload_weights", "kwargs": {"weights_path": str((tmp_path / "step-000003").resolve())}}
     assert set(sync.last_seconds) >= {"save", "reload"} and all(v >= 0 for v in sync.last_seconds.values())
     sync.close()
+
+
+def test_a_failed_reload_still_resumes_generation_and_old_servers_reload_unpaused(fake: FakeVLLM, tmp_path: Path) -> None:
+    fake.routes["/collective_rpc"] = (500, {"error": {"message": "Worker failed"}})
+    with pytest.raises(WeightSyncError, match="HTTP 500"):
+        VLLMReloadSync(fake.base_url, tmp_path, "m").push(small_llama(), 1)
+    assert fake.paths() == ["/pause?mode=wait", "/collective_rpc", "/resume"]
+    fake.requests.clear()
+    fake.routes["/collective_rpc"] = (200, {"results": [None]})
+    del fake.routes["/pause?mode=wait"]  # a server without the pause routes
+    VLLMReloadSync(fake.base_url, tmp_path, "m").push(small_llama(), 2)
+    assert fake.paths() == ["/pause?mode=wait", "/collective_rpc", "/reset_prefix_cache"]
 
 
 def test_prefix_cache_reset_is_retried_while_the_server_refuses(fake: FakeVLLM, tmp_path: Path) -> None:

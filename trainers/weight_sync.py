@@ -524,14 +524,48 @@ class VLLMReloadSync(WeightSync):
         return self.served_name
 
     def reload(self, path: str | Path) -> None:
-        """Ask the server to reload its weights from `path` (already validated), then drop its prefix cache."""
+        """Ask the server to reload its weights from `path` (already validated), then drop its prefix cache.
+
+        Generation is paused around the reload (`/pause?mode=wait` lets the requests in flight finish
+        on the old weights, and queues new ones until `/resume`): with asynchronous rollouts requests
+        are always in flight, and neither a half-swapped model nor a prefix cache that running
+        requests keep busy may serve them.
+        """
         payload = {"method": "reload_weights", "kwargs": {"weights_path": str(Path(path).resolve())}}
-        _post(
-            self._client, f"{self.root}/collective_rpc", payload,
-            what=f"reloading weights from {path}", missing_hint=_DEV_MODE_HINT,
-            failure_hint="; the server may be left half-loaded: restart it before generating",
-        )  # fmt: skip
-        self.reset_prefix_cache()
+        paused = self._pause()
+        try:
+            _post(
+                self._client, f"{self.root}/collective_rpc", payload,
+                what=f"reloading weights from {path}", missing_hint=_DEV_MODE_HINT,
+                failure_hint="; the server may be left half-loaded: restart it before generating",
+            )  # fmt: skip
+            self.reset_prefix_cache()
+        finally:
+            if paused:
+                _post(self._client, f"{self.root}/resume", None, what="resuming generation after a weight reload")
+
+    def _pause(self) -> bool:
+        """Pause generation once the requests in flight are done; False where the server has no /pause route."""
+        url = f"{self.root}/pause"
+        try:
+            response = self._client.post(url, params={"mode": "wait"})
+        except httpx.TimeoutException as exc:
+            raise WeightSyncError(
+                f"pausing generation before a weight reload: no answer from {url} within {self._client.timeout.read} s"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise WeightSyncError(
+                f"pausing generation before a weight reload: cannot reach the vLLM server at {url} "
+                f"({_one_line(str(exc)) or type(exc).__name__}); is it running?"
+            ) from exc
+        if _route_missing(response):
+            return False  # an older server: reload as before, without the pause
+        if response.is_error:
+            raise WeightSyncError(
+                f"pausing generation before a weight reload: {self.root}/pause returned HTTP {response.status_code}: "
+                f"{_error_text(response)}"
+            )
+        return True
 
     def reset_prefix_cache(self, attempts: int = 20) -> None:
         """POST /reset_prefix_cache until it succeeds (it refuses while running requests hold blocks)."""
