@@ -74,6 +74,8 @@ def eval_command(
     max_tokens: Annotated[Optional[int], typer.Option(help="Max completion tokens per turn.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first episode.")] = None,
     env_opt: Annotated[Optional[list[str]], typer.Option("--env-opt", help="Env option KEY=VALUE (repeatable).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="In-process model dtype: auto (bfloat16 where the hardware computes it, else float32) | bfloat16 | float16 | float32.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="In-process model device: auto (cuda if present) | cpu | cuda | cuda:N.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML EvalConfig; flags override it.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output directory (default runs/eval-<env>-<time>).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -84,17 +86,20 @@ def eval_command(
     data: dict[str, Any] = load_yaml(config) if config else {}
     flags: dict[str, Any] = {
         "env": env, "episodes": episodes, "seed": seed, "out": str(out) if out else None,
-        "policy": {"kind": policy, "model": model, "base_url": base_url, "api_key": api_key},
+        "policy": {"kind": policy, "model": model, "base_url": base_url, "api_key": api_key, "dtype": dtype, "device": device},
         "rollout": {"concurrency": concurrency, "max_turns": max_turns,
                     "sampling": {"temperature": temperature, "max_tokens": max_tokens}},
         "env_kwargs": parse_key_values(env_opt or [], "--env-opt"),
     }
     data = deep_merge(data, _drop_none(flags))
-    data.setdefault("policy", {})
+    policy_data = data.setdefault("policy", {})
+    # PolicyConfig (agentgym/config.py) accepts neither dtype "auto" nor a device yet, so the
+    # in-process policy's placement travels beside it; both default to auto (agentgym.hardware).
+    placement = {"dtype": policy_data.pop("dtype", "auto"), "device": policy_data.pop("device", "auto")}
     if "env" not in data:
         raise AgentGymError("say which env to evaluate: --env ID (see `agentgym envs list`)")
     cfg = build_config(EvalConfig, data)
-    _run_eval(cfg, quiet=quiet)
+    _run_eval(cfg, quiet=quiet, placement=placement)
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -110,10 +115,23 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _run_eval(cfg: Any, *, quiet: bool) -> None:
+def _eval_policy(policy_cfg: Any, placement: dict[str, str]) -> Any:
+    """The policy of an eval; the in-process one on `placement`'s device and dtype."""
+    from agentgym.policies.factory import build_policy
+
+    if policy_cfg.kind != "transformers":
+        return build_policy(policy_cfg)
+    from agentgym.policies.transformers_local import TransformersPolicy
+
+    try:
+        return TransformersPolicy(str(policy_cfg.model), max_batch_size=policy_cfg.max_batch_size, **placement)
+    except ValueError as exc:  # a malformed --dtype or --device: one line, like every config error
+        raise AgentGymError(str(exc)) from None
+
+
+def _run_eval(cfg: Any, *, quiet: bool, placement: dict[str, str] | None = None) -> None:
     import agentgym
     from agentgym.evaluation import evaluate, render_markdown
-    from agentgym.policies.factory import build_policy
     from agentgym.progress import RolloutProgress
     from agentgym.rollout import plan_episodes
 
@@ -121,11 +139,13 @@ def _run_eval(cfg: Any, *, quiet: bool) -> None:
     out_dir = Path(cfg.out or f"runs/eval-{spec.id}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out_dir / "trajectories.jsonl").exists():
         raise AgentGymError(f"{out_dir} already holds trajectories.jsonl; pick another --out so nothing recorded is overwritten")
-    the_policy = build_policy(cfg.policy)
+    the_policy = _eval_policy(cfg.policy, placement or {"dtype": "auto", "device": "auto"})
 
     async def main() -> Any:
         try:
             await the_policy.check()  # no server, unknown model: fail before building envs
+            if getattr(the_policy, "placement", None) is not None:  # an in-process model: say where it runs
+                err_console.print(the_policy.placement.describe(), highlight=False)
             task_ids = agentgym.registry.task_ids(spec.id, **cfg.env_kwargs)
             jobs = plan_episodes(task_ids, cfg.episodes, samples_per_task=cfg.samples_per_task, seed=cfg.seed)
             with RolloutProgress(len(jobs), f"{spec.id}", console=err_console, enabled=not quiet) as bar:
@@ -156,6 +176,8 @@ def train_command(
     rollout: Annotated[Optional[str], typer.Option(help="vllm | inprocess.")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (rank 16) instead of all weights.")] = False,
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Where the trained model runs: auto (cuda if present) | cpu | cuda | cuda:N.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16-autocast where the hardware computes bf16, else fp32) | fp32 | bf16-autocast.")] = None,
     env_opt: Annotated[Optional[list[str]], typer.Option("--env-opt", help="Env option KEY=VALUE (repeatable).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML TrainConfig (configs/train-*.yaml); flags override it.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/train-<env>-<time>).")] = None,
@@ -179,7 +201,7 @@ def train_command(
     flags: dict[str, Any] = {
         "env": env, "algo": algo, "model": model, "base_url": base_url, "rollout_backend": rollout, "steps": steps,
         "out": str(out) if out else None, "env_kwargs": parse_key_values(env_opt or [], "--env-opt"),
-        "update": {"epo": {"enabled": epo}},
+        "device": device, "update": {"epo": {"enabled": epo}, "precision": precision},
     }
     if lora:
         flags["lora"] = {}
@@ -213,6 +235,8 @@ def sft_command(
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the data.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (merged into the saved model).")] = False,
+    device: Annotated[Optional[str], typer.Option(help="Where the model trains: auto (cuda if present) | cpu | cuda | cuda:N.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16-autocast where the hardware computes bf16, else fp32) | fp32 | bf16-autocast.")] = None,
     all_trajectories: Annotated[bool, typer.Option("--all", help="Also train on trajectories that did not succeed.")] = False,
     config: Annotated[Optional[Path], typer.Option(help="YAML SFTConfig; flags override it.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory; the model is saved to OUT/model.")] = None,
@@ -223,10 +247,14 @@ def sft_command(
     from agentgym.trainers.config import SFTConfig
     from agentgym.trainers.sft import run_sft
 
-    cfg_data = load_yaml(config) if config else {}
+    # A partial `update` (--precision, update.KEY=VALUE) must extend SFT's own update defaults (lr 1e-4),
+    # not replace them with UpdateConfig's RL ones.
+    sft_update = SFTConfig.model_fields["update"].get_default(call_default_factory=True)
+    cfg_data = deep_merge({"update": sft_update.model_dump(mode="json")}, load_yaml(config) if config else {})
     flags: dict[str, Any] = {
-        "data": [str(p) for p in data] if data else None, "model": model, "epochs": epochs,
-        "update": {"lr": lr}, "out": str(out) if out else None, "only_success": False if all_trajectories else None,
+        "data": [str(p) for p in data] if data else None, "model": model, "epochs": epochs, "device": device,
+        "update": {"lr": lr, "precision": precision}, "out": str(out) if out else None,
+        "only_success": False if all_trajectories else None,
     }
     if lora:
         flags["lora"] = {}

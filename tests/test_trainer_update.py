@@ -214,3 +214,19 @@ def test_sft_off_a_terminal_prints_heartbeat_lines_and_records_its_placement(tin
     assert log.getvalue().count(expected.describe()) == 1  # said once, at the start
     recorded = yaml.safe_load((tmp_path / "sft" / "config.yaml").read_text())
     assert recorded["device"] == "cpu" and recorded["update"]["precision"] == expected.precision  # resolved, not "auto"
+
+
+def test_sft_cli_takes_device_and_precision_without_losing_sfts_learning_rate(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from agentgym.cli import app
+
+    data = _text_only_walkthroughs(tmp_path / "walk.jsonl", n=2)
+    result = CliRunner().invoke(app, ["sft", "--data", str(data), "--model", str(tiny_model_dir), "--epochs", "1",
+                                      "--device", "cpu", "--precision", "fp32", "--quiet", "--out", str(tmp_path / "sft")])
+    assert result.exit_code == 0, result.output
+    assert "device cpu · precision fp32 (as asked)" in result.output
+    recorded = yaml.safe_load((tmp_path / "sft" / "config.yaml").read_text())
+    assert (recorded["device"], recorded["update"]["precision"]) == ("cpu", "fp32")
+    assert recorded["update"]["lr"] == pytest.approx(1e-4)  # SFT's default, not UpdateConfig's RL one
