@@ -56,6 +56,12 @@ class UpdateConfig(BaseModel):
         "auto", description="auto: bf16-autocast where the device computes bfloat16 natively, else fp32 "
         "(a CPU that emulates bf16 runs it >100x slower); agentgym.hardware decides.",
     )
+    tis_cap: float | None = Field(
+        2.0, gt=0, description="Truncated importance sampling: the PPO ratio is taken against the trainer's own "
+        "logprobs before the update, and each token is weighted by min(π_trainer/π_rollout, tis_cap), correcting for "
+        "rollouts played by older weights (rollout.max_staleness) or by another engine's numerics (vLLM); "
+        "None: the ratio is taken against the rollout's logprobs directly, uncorrected.",
+    )
     epo: EPOConfig = Field(default_factory=EPOConfig)
 
 
@@ -91,6 +97,9 @@ def policy_gradient_step(
     params = [p for p in trainable.model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
     first_epoch_entropy = math.nan
+    # The proximal policy of TIS: the trainer's logprobs before this update, one tensor per micro-batch
+    # (micro-batches come in the same order every epoch). In epoch 0 they are the current logprobs.
+    proximal: list[torch.Tensor] = []
     trainable.model.train()
     try:
         for epoch in range(config.epochs):
@@ -101,13 +110,28 @@ def policy_gradient_step(
             totals = dict.fromkeys(("loss/policy", "loss/kl", "loss/entropy_bonus", "loss/entropy_smoothing",
                                     "policy/clip_fraction", "policy/ratio_mean", "policy/approx_kl",
                                     "policy/kl", "policy/entropy"), 0.0)
-            for mb in micro_batches(samples, config.micro_batch_tokens, trainable.pad_token_id, device=device):
+            if config.tis_cap is not None:
+                totals.update(dict.fromkeys(("policy/tis_ratio_mean", "policy/tis_ratio_max", "policy/tis_truncated_fraction"), 0.0))
+            batches = micro_batches(samples, config.micro_batch_tokens, trainable.pad_token_id, device=device)
+            for index, mb in enumerate(batches):
                 logprobs, entropy = score_policy_tokens(trainable.model, mb, precision=precision)
                 assert entropy is not None
+                old, weights = mb.old_logprobs, None
+                if config.tis_cap is not None:
+                    if epoch == 0:
+                        proximal.append(logprobs.detach())
+                    old = proximal[index]
+                    weights, tis = objectives.truncated_importance_weights(
+                        old, mb.old_logprobs, mb.loss_mask, cap=config.tis_cap, mode=config.aggregation,
+                        num_tokens=num_tokens, num_sequences=num_sequences,
+                    )
+                    totals["policy/tis_ratio_mean"] += float(tis["ratio_mean"])
+                    totals["policy/tis_truncated_fraction"] += float(tis["truncated_fraction"])
+                    totals["policy/tis_ratio_max"] = max(totals["policy/tis_ratio_max"], float(tis["ratio_max"]))
                 pg, stats = objectives.ppo_clip_loss(
-                    logprobs, mb.old_logprobs, mb.advantages, mb.loss_mask,
+                    logprobs, old, mb.advantages, mb.loss_mask,
                     clip_low=config.clip_low, clip_high=config.clip_high, mode=config.aggregation,
-                    num_tokens=num_tokens, num_sequences=num_sequences,
+                    num_tokens=num_tokens, num_sequences=num_sequences, token_weights=weights,
                 )
                 loss = pg
                 mean_entropy_part = (entropy * mb.loss_mask).sum() / num_tokens  # this micro-batch's share of H
