@@ -296,3 +296,82 @@ def test_dynamic_sampling_trains_on_groups_that_disagree_and_records_every_draw(
         # A group in which no turn of any rollout earned a reward has no signal and is never trained on.
         rewarded = {t.group_id for t in played if any(u.reward != 0.0 for u in t.turns)}
         assert m["train/groups"] <= len(rewarded)
+
+
+def test_held_out_seeds_never_meet_training_seeds() -> None:
+    from agentgym.trainers.loop import eval_jobs
+
+    # With seed 10 the old scheme gave training seed 1,000,030 (step 0) to held-out episode 20 as well.
+    for seed in (0, 10, 12345):
+        cfg = TrainConfig(env=TOY, seed=seed, eval_episodes=400, max_draws=2)
+        tasks = [f"t{i}" for i in range(30)]
+        train = {j.seed for step in range(50) for draw in range(2) for j in step_jobs(tasks, cfg, step, draw)}
+        held_out = {j.seed for j in eval_jobs(tasks, cfg)}
+        assert train and held_out and not train & held_out
+        assert max(train) < 2**31 <= min(held_out)  # by construction, not by luck
+
+
+def test_episodes_that_ended_with_an_error_are_counted_and_never_trained_on(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_model_dir, tmp_path / "run", steps=1, eval_episodes=0, tasks_per_step=3,
+                  **{"env_kwargs.crash_task": "letter-1"})
+    Trainer(cfg, tmp_path / "run", show_progress=False).run()
+    (m,) = read_metrics(tmp_path / "run")
+    assert m["rollout/episodes"] == 12 and m["rollout/errors"] == 4  # every episode is played and stored...
+    assert m["train/excluded_errors"] == 4 and m["train/groups"] == 2  # ...the crashed group is not trained on
+    stored = read_trajectories(tmp_path / "run" / "trajectories" / "step-000001.jsonl")
+    assert sum(t.error is not None for t in stored) == 4
+
+
+def test_after_a_resume_the_kl_reference_is_still_the_starting_model(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentgym.trainers import loop
+
+    references: list[dict[str, torch.Tensor]] = []
+    real_step = loop.policy_gradient_step
+
+    def spy(*args: object, ref_model: object = None, **kwargs: object) -> dict[str, float]:
+        references.append({k: v.detach().clone() for k, v in ref_model.state_dict().items()})  # type: ignore[attr-defined]
+        return real_step(*args, ref_model=ref_model, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "policy_gradient_step", spy)
+    run = tmp_path / "run"
+    Trainer(_config(tiny_model_dir, run, steps=1, eval_episodes=0, **{"update.kl_coef": 0.5}), run, show_progress=False).run()
+    Trainer(_config(tiny_model_dir, run, steps=2, eval_episodes=0, **{"update.kl_coef": 0.5}), run, resume=True,
+            show_progress=False).run()
+    assert len(references) == 2
+    start = _weights(tiny_model_dir)
+    checkpoint = _weights(run / "checkpoints" / "step-000001" / "model")
+    name = next(k for k in start if not torch.equal(start[k], checkpoint[k]))  # a weight step 1 moved
+    for ref in references:
+        assert torch.equal(ref[name], start[name])
+
+
+def test_two_runs_with_the_same_seed_play_the_same_episodes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    def played(run: Path) -> list[tuple[str, int, list[list[int]]]]:
+        Trainer(_config(tiny_model_dir, run, eval_episodes=0), run, show_progress=False).run()
+        out = []
+        for path in sorted((run / "trajectories").glob("step-*.jsonl")):
+            for t in read_trajectories(path):
+                out.append((t.group_id, t.sample_index, [u.completion_token_ids or [] for u in t.turns]))
+        return sorted(out)
+
+    first, second = played(tmp_path / "a"), played(tmp_path / "b")
+    assert len(first) == 16 and first == second  # token for token, step 2 included (after an update)
+    assert len({tuple(map(tuple, ids)) for _, _, ids in first}) > 1  # and not one reply played everywhere
+
+
+def test_asynchronous_rollouts_stay_within_the_staleness_bound(tiny_model_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = _config(tiny_model_dir, run, steps=4, eval_episodes=4, **{"rollout.max_staleness": 1})
+    result = Trainer(cfg, run, show_progress=False).run()
+    assert result.steps == 4
+    for number in range(1, 5):
+        versions = {t.policy.weights_step for t in read_trajectories(run / "trajectories" / f"step-{number:06d}.jsonl")}
+        # The batch of step s (0-based s = number - 1) is played by the weights of step s - 1 or newer.
+        assert versions and all(number - 2 <= v <= number - 1 for v in versions), (number, versions)
+    metrics = read_metrics(run)
+    assert all(m["rollout/staleness_max"] <= 1 for m in metrics)
+    assert all(m["policy/tis_ratio_mean"] > 0 for m in metrics if m.get("train/samples"))
+    evaluated = read_trajectories(run / "eval" / "step-000004" / "trajectories.jsonl")
+    assert {t.policy.weights_step for t in evaluated} == {4}

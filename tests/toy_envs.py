@@ -55,8 +55,12 @@ class LetterEnv(TextEnv):
     advantages: what trainer smoke tests need from an untrained model.
     """
 
-    def __init__(self, letter: str = "e", turns: int = 2, num_tasks: int = 3, max_turns: int = 10) -> None:
+    def __init__(
+        self, letter: str = "e", turns: int = 2, num_tasks: int = 3, max_turns: int = 10, crash_task: str | None = None
+    ) -> None:
         super().__init__(max_turns=max_turns)
+        self.crash_task = crash_task  # episodes of this task crash at their first step (an env bug)
+        self.task = ""
         self.letter = letter
         self.turns = turns
         self.num_tasks = num_tasks
@@ -67,10 +71,12 @@ class LetterEnv(TextEnv):
         return [f"letter-{i}" for i in range(self.num_tasks)]
 
     def start(self, task_id: str) -> EpisodeStart:
-        self.taken, self.score = 0, 0.0
+        self.taken, self.score, self.task = 0, 0.0, task_id
         return EpisodeStart(observation=f"task {task_id}: say something", instructions=f"Use the letter {self.letter}.")
 
     def act(self, action: str) -> StepOutcome:
+        if self.task == self.crash_task:
+            raise RuntimeError(f"env bug on {self.task}")
         self.taken += 1
         reward = 1.0 if self.letter in action else 0.0
         self.score += reward

@@ -11,14 +11,15 @@ A run directory holds:
 
 Each step's episodes are a pure function of (seed, step), so a resumed run replays the
 step it was killed in: episodes already finished in trajectories/step-N.jsonl are reused,
-not played again, and nothing recorded is lost.
+not played again, and nothing recorded is lost. With `rollout.max_staleness` k > 0 the
+batch of step s is played while earlier steps update (trainers/rollout_pipeline.py), by
+weights of step s - k or newer; a resume replays the unfinished batches the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import math
 import random
 import time
@@ -36,8 +37,11 @@ import agentgym
 from agentgym.errors import AgentGymError
 from agentgym.evaluation import EvalSummary, evaluate, load_summary
 from agentgym.policies.base import Policy
+from agentgym.hardware import resolve_placement
+from agentgym.progress import Heartbeat, format_duration
 from agentgym.reward_models import EnvReward
-from agentgym.rollout.engine import EpisodeJob, RolloutEngine, plan_episodes
+from agentgym.rollout.engine import CONTEXT_OVERFLOW, EpisodeJob, RolloutConfig, RolloutEngine, plan_episodes
+from agentgym.seeding import eval_seed_base, train_seed
 from agentgym.store import TrajectoryWriter, read_trajectories
 from agentgym.trainers import objectives
 from agentgym.trainers.batches import TurnSample, mean_or_nan, turn_samples
@@ -46,6 +50,7 @@ from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.dynamic_sampling import informative_groups
 from agentgym.trainers.policy_model import TrainableModel, load_trainable
 from agentgym.trainers.probe import load_probe, probe_entropy
+from agentgym.trainers.rollout_pipeline import RolloutPipeline
 from agentgym.trainers.run_log import (
     EVAL_SUCCESS_RATE,
     POLICY_ENTROPY,
@@ -56,9 +61,20 @@ from agentgym.trainers.run_log import (
 )
 from agentgym.trainers.update import make_optimizer, policy_gradient_step
 from agentgym.trainers.weight_sync import InProcessSync, VLLMReloadSync, WeightSync
-from agentgym.types import Trajectory
+from agentgym.types import SamplingParams, Trajectory
 
-EVAL_SEED_OFFSET = 1_000_000  # eval episodes never share seeds with training episodes
+
+
+@dataclass
+class ScoredBatch:
+    """One step's rollouts: those to train on with their turn advantages, and everything that was played."""
+
+    trajectories: list[Trajectory]
+    advantages: list[list[float]]
+    played: list[Trajectory]
+    draws: int
+    excluded_errors: int  # episodes that ended with an error: played and counted, never trained on
+    timings: dict[str, float]
 
 
 @dataclass
@@ -78,14 +94,20 @@ def step_jobs(task_ids: Sequence[str], cfg: TrainConfig, step: int, draw: int = 
     tasks = rng.sample(ids, cfg.tasks_per_step) if cfg.tasks_per_step <= len(ids) else rng.choices(ids, k=cfg.tasks_per_step)
     jobs = []
     for g, task in enumerate(tasks):
+        # Training seeds lie in [0, 2**31) and held-out ones above it (agentgym.seeding): never shared.
         if draw == 0:
-            group_seed = cfg.seed * 100_003 + step * 1_000 + g
+            group_seed = train_seed(cfg.seed * 100_003 + step * 1_000 + g)
             group_id = f"s{step}:{task}:{group_seed}"
         else:  # dynamic sampling's further draws: their own seeds and group ids
-            group_seed = rng.randrange(2**31)
+            group_seed = train_seed(rng.randrange(2**31))
             group_id = f"s{step}d{draw}:{task}:{group_seed}"
         jobs += [EpisodeJob(task, group_seed, group_id, k) for k in range(cfg.samples_per_task)]
     return jobs
+
+
+def eval_jobs(eval_tasks: Sequence[str], cfg: TrainConfig) -> list[EpisodeJob]:
+    """The held-out episodes of every evaluation of a run: seeds at or above 2**31, so never a training episode's."""
+    return plan_episodes(eval_tasks, cfg.eval_episodes, seed=eval_seed_base(cfg.seed))
 
 
 def rollout_stats(trajectories: Sequence[Trajectory], prefix: str = "rollout") -> dict[str, float]:
@@ -103,6 +125,7 @@ def rollout_stats(trajectories: Sequence[Trajectory], prefix: str = "rollout") -
         f"{prefix}/turns_mean": mean_or_nan([float(t.num_turns) for t in trajectories]),
         f"{prefix}/invalid_action_rate": mean_or_nan([float(not u.signals["valid_action"]) for u in judged]),
         f"{prefix}/errors": float(sum(t.error is not None for t in trajectories)),
+        f"{prefix}/context_overflows": float(sum(t.truncation_reason == CONTEXT_OVERFLOW for t in trajectories)),
     }
 
 
@@ -125,10 +148,24 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
         self.reward_fn = reward_fn or EnvReward()
+        # Where the model trains and in which precision, read off this machine (agentgym.hardware).
+        self.placement = resolve_placement(cfg.device, cfg.update.precision)
+        # The run records what ran, not "auto": the same file on another machine could mean other hardware.
+        self.cfg = cfg = cfg.model_copy(update={
+            "device": str(self.placement.device),
+            "update": cfg.update.model_copy(update={"precision": self.placement.precision}),
+        })
+        # What the heartbeat line reports: the phase of which step, episodes and tokens played, last metrics.
+        self._phase: tuple[int, str] = (0, "starting")
+        self._episodes = self._tokens = 0
+        self._last: dict[str, float] = {}
+        self._step_seconds: list[float] = []
+        self._started = time.monotonic()
 
     # -- setup -----------------------------------------------------------------------------
 
     def _prepare_dir(self) -> None:
+        self.console.print(self.placement.describe(), highlight=False)
         cfg_path = self.run_dir / "config.yaml"
         if self.resume:
             if not cfg_path.is_file():
@@ -144,13 +181,13 @@ class Trainer:
     def _load_model(self) -> tuple[TrainableModel, torch.optim.Optimizer, TrainerState]:
         ckpt = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
         if ckpt is None:
-            trainable = load_trainable(self.cfg.model, lora=self.cfg.lora)
+            trainable = load_trainable(self.cfg.model, lora=self.cfg.lora, device=self.placement.device)
             return trainable, make_optimizer(trainable, self.cfg.update), TrainerState(step=0)
         state = read_state(ckpt)
         if self.cfg.lora is not None:
-            trainable = load_trainable(self.cfg.model, adapter_dir=ckpt / "model")
+            trainable = load_trainable(self.cfg.model, adapter_dir=ckpt / "model", device=self.placement.device)
         else:
-            trainable = load_trainable(str(ckpt / "model"))
+            trainable = load_trainable(str(ckpt / "model"), device=self.placement.device)
         optimizer = make_optimizer(trainable, self.cfg.update)
         restore_optimizer(ckpt, optimizer)
         self.console.print(f"resuming from {ckpt} (step {state.step} of {self.cfg.steps} done)")
@@ -163,7 +200,10 @@ class Trainer:
         if cfg.rollout_backend == "inprocess":
             from agentgym.policies.transformers_local import TransformersPolicy
 
-            policy = TransformersPolicy(str(trainable.model_dir), dtype="bfloat16", max_batch_size=cfg.rollout.concurrency)
+            # The trainer's device; bfloat16 only where that device computes it natively.
+            policy = TransformersPolicy(
+                str(trainable.model_dir), dtype="auto", device=str(trainable.device), max_batch_size=cfg.rollout.concurrency,
+            )
             policy.load()
             yield policy, InProcessSync(policy)
             return
@@ -198,10 +238,7 @@ class Trainer:
         eval_kwargs = {**cfg.env_kwargs, **(cfg.eval_env_kwargs or {})}
         eval_tasks = agentgym.registry.task_ids(spec.id, **eval_kwargs) if cfg.eval_episodes else []
         trainable, optimizer, state = self._load_model()
-        ref_model = None
-        if cfg.update.kl_coef > 0:
-            ref_model = copy.deepcopy(trainable.base_model() if not trainable.is_lora else trainable.model)
-            ref_model.requires_grad_(False)
+        ref_model = self._reference_model() if cfg.update.kl_coef > 0 else None
         if state.step == 0:
             torch.manual_seed(cfg.seed)
             random.seed(cfg.seed)
@@ -216,6 +253,10 @@ class Trainer:
             else:
                 policy.weights_step = state.step
             progress = stack.enter_context(self._progress(state.step))
+            if self.show_progress and not self.console.is_terminal:
+                # A progress bar shows nothing in a log file or CI: a plain line every 30 s instead.
+                beat = asyncio.create_task(self._heartbeat(Heartbeat(30.0, console=self.console)))
+                stack.push_async_callback(_cancel, beat)
             probe = self._probe(trainable)
             start_metrics: dict[str, float] = {}
             if probe and state.step == 0:
@@ -226,11 +267,23 @@ class Trainer:
                 start_metrics.update({EVAL_SUCCESS_RATE: summary.success_rate, "eval/reward_mean": summary.mean_reward})
             if start_metrics:
                 log.log(0, start_metrics)
+            pipeline: RolloutPipeline[ScoredBatch] = await stack.enter_async_context(RolloutPipeline(
+                lambda s: self._collect_scored(s, task_ids, policy), first_step=state.step, last_step=cfg.steps,
+                max_staleness=cfg.rollout.max_staleness, weights_step=state.step,
+            ))
             for step in range(state.step, cfg.steps):
-                metrics = await self._train_step(step, task_ids, policy, sync, trainable, optimizer, state, ref_model)
+                step_started = time.perf_counter()
+                self._phase = (step, "rollouts")
+                waited = time.perf_counter()
+                batch = await pipeline.get(step)
+                waited = time.perf_counter() - waited
+                metrics = await self._train_step(step, batch, policy, sync, trainable, optimizer, state, ref_model)
+                await pipeline.weights_updated(step + 1)
+                metrics["time/rollout_wait"] = waited  # what rollouts cost the step: all of them when synchronous
                 if probe:
                     metrics[POLICY_PROBE_ENTROPY] = self._probe_entropy(trainable, probe)
                 number = step + 1
+                self._step_seconds.append(time.perf_counter() - step_started)
                 if cfg.eval_episodes and ((cfg.eval_every and number % cfg.eval_every == 0) or number == cfg.steps):
                     started = time.perf_counter()
                     summary = await self._evaluate(policy, eval_kwargs, eval_tasks, number)
@@ -240,88 +293,112 @@ class Trainer:
                 state.step = number
                 if number % cfg.checkpoint_every == 0 or number == cfg.steps:
                     started = time.perf_counter()
-                    save_checkpoint(self.run_dir / "checkpoints", trainable, optimizer, state, keep=cfg.keep_checkpoints)
+                    # In a thread: rollouts played ahead keep going while half a GB is written.
+                    await asyncio.to_thread(
+                        save_checkpoint, self.run_dir / "checkpoints", trainable, optimizer, state, keep=cfg.keep_checkpoints,
+                    )
                     metrics["time/checkpoint"] = time.perf_counter() - started
+                metrics["time/step"] = time.perf_counter() - step_started
                 log.log(number, metrics)
                 result.last_metrics, result.steps = metrics, number
                 self._report(progress, number, metrics)
         return result
 
     async def _train_step(
-        self, step: int, task_ids: Sequence[str], policy: Policy, sync: WeightSync, trainable: TrainableModel,
+        self, step: int, batch: ScoredBatch, policy: Policy, sync: WeightSync, trainable: TrainableModel,
         optimizer: torch.optim.Optimizer, state: TrainerState, ref_model: Any,
     ) -> dict[str, float]:
         cfg = self.cfg
-        timings: dict[str, float] = {}
-        trajectories, advantages, played, draws = await self._collect_scored(step, task_ids, policy, timings)
+        timings = dict(batch.timings)
+        self._phase = (step, "update")
         started = time.perf_counter()
-        samples, skipped = turn_samples(trajectories, advantages, max_length=cfg.max_length)
+        samples, skipped = turn_samples(batch.trajectories, batch.advantages, max_length=cfg.max_length, require_logprobs=True)
         keep_all = cfg.update.epo.enabled or cfg.update.kl_coef > 0
         # A turn with zero advantage adds nothing to the policy-gradient term: skip its forward/backward
         # unless an entropy or KL term still needs it.
         trained = samples if keep_all else [s for s in samples if s.advantage != 0.0]
         timings["time/score"] += time.perf_counter() - started
 
-        metrics = rollout_stats(played)
+        metrics = rollout_stats(batch.played)
         metrics.update({"train/samples": float(len(trained)), "train/skipped_turns": float(skipped),
-                        "train/groups": float(len({t.group_id for t in trajectories}))})
+                        "train/groups": float(len({t.group_id for t in batch.trajectories})),
+                        "train/excluded_errors": float(batch.excluded_errors)})
+        metrics.update(staleness_stats(batch.trajectories, step))
         if cfg.max_draws > 1:
-            metrics["rollout/draws"] = float(draws)
+            metrics["rollout/draws"] = float(batch.draws)
         if trained:
             started = time.perf_counter()
-            metrics.update(policy_gradient_step(
-                trainable, optimizer, trained, cfg.update, step=step, total_steps=cfg.steps,
+            # In a worker thread (torch releases the GIL): the event loop keeps playing rollouts meanwhile.
+            metrics.update(await asyncio.to_thread(
+                policy_gradient_step, trainable, optimizer, trained, cfg.update, step=step, total_steps=cfg.steps,
                 entropy_history=state.entropy_history, ref_model=ref_model,
             ))
             timings["time/update"] = time.perf_counter() - started
             started = time.perf_counter()
-            push_weights(policy, sync, trainable, step + 1)
+            await asyncio.to_thread(push_weights, policy, sync, trainable, step + 1)
             timings["time/sync"] = time.perf_counter() - started
         else:
-            tried = f" in {draws} draws" if cfg.max_draws > 1 else ""
+            tried = f" in {batch.draws} draws" if cfg.max_draws > 1 else ""
             self.console.print(f"step {step + 1}: every advantage is zero (all rollouts of each group scored alike{tried}); no update")
+            policy.weights_step = step + 1  # unchanged weights, and still those after step + 1 steps
         metrics.update(timings)
         return metrics
 
-    async def _collect_scored(
-        self, step: int, task_ids: Sequence[str], policy: Policy, timings: dict[str, float],
-    ) -> tuple[list[Trajectory], list[list[float]], list[Trajectory], int]:
+    async def _collect_scored(self, step: int, task_ids: Sequence[str], policy: Policy) -> ScoredBatch:
         """This step's episodes to train on with their turn advantages, every episode played, and the draws made."""
         cfg = self.cfg
-        timings["time/rollout"] = timings["time/score"] = 0.0
+        timings = {"time/rollout": 0.0, "time/score": 0.0}
         kept: list[Trajectory] = []
         kept_advantages: list[list[float]] = []
         played: list[Trajectory] = []
         groups: list[str] = []
+        excluded = 0
         for draw in range(cfg.max_draws):
             started = time.perf_counter()
             batch = await self._collect(step, task_ids, policy, draw)
             timings["time/rollout"] += time.perf_counter() - started
-            started = time.perf_counter()
-            advantages = self._advantages(batch)
-            timings["time/score"] += time.perf_counter() - started
             played += batch
+            # An episode cut short by a timeout or an env crash says nothing about the policy's
+            # actions: training on it as a failure would punish whatever came before the crash.
+            usable = [t for t in batch if t.error is None]
+            excluded += len(batch) - len(usable)
+            started = time.perf_counter()
+            advantages = self._advantages(usable)
+            timings["time/score"] += time.perf_counter() - started
             if cfg.max_draws == 1:
-                return batch, advantages, played, 1
+                return ScoredBatch(usable, advantages, played, 1, excluded, timings)
             # Group baselines are computed within a group, so each draw's advantages stand on their own.
-            wanted = informative_groups([t.group_id for t in batch], advantages)[: cfg.tasks_per_step - len(groups)]
+            wanted = informative_groups([t.group_id for t in usable], advantages)[: cfg.tasks_per_step - len(groups)]
             groups += wanted
-            for t, a in zip(batch, advantages):
+            for t, a in zip(usable, advantages):
                 if t.group_id in wanted:
                     kept.append(t)
                     kept_advantages.append(a)
             if len(groups) >= cfg.tasks_per_step:
                 break
-        return kept, kept_advantages, played, draw + 1
+        return ScoredBatch(kept, kept_advantages, played, draw + 1, excluded, timings)
 
     def _advantages(self, trajectories: Sequence[Trajectory]) -> list[list[float]]:
         """Each turn's advantage: rewards, then discounted returns, then the algorithm's baseline."""
         cfg = self.cfg
+        if not trajectories:
+            return []
         returns = [objectives.discounted_returns(self.reward_fn(t), cfg.gamma) for t in trajectories]
         return objectives.turn_advantages(
             returns, [t.group_id for t in trajectories], cfg.estimator,  # type: ignore[arg-type]
             normalize_std=cfg.normalize_std and cfg.algo != "rloo",
         )
+
+    def _reference_model(self) -> Any:
+        """The frozen starting model that the KL term keeps the policy near: cfg.model, also after a resume.
+
+        A copy of the trainable would be the checkpoint's weights after --resume, moving the anchor.
+        Under LoRA the starting policy is the base model itself (adapters start at zero).
+        """
+        reference = load_trainable(self.cfg.model, device=self.placement.device).model
+        reference.requires_grad_(False)
+        reference.eval()
+        return reference
 
     def _probe(self, trainable: TrainableModel) -> list[TurnSample]:
         """The fixed probe turns of cfg.entropy_probe (empty when off)."""
@@ -347,8 +424,8 @@ class Trainer:
         if todo:
             with TrajectoryWriter(path) as writer:
                 engine = RolloutEngine(
-                    lambda: agentgym.make(cfg.env, **cfg.env_kwargs), policy, cfg.rollout,
-                    env_id=cfg.env, env_kwargs=cfg.env_kwargs, callbacks=[writer.write],
+                    lambda: agentgym.make(cfg.env, **cfg.env_kwargs), policy, self._rollout_config(cfg.rollout.sampling),
+                    env_id=cfg.env, env_kwargs=cfg.env_kwargs, callbacks=[writer.write, self._count_episode],
                 )
                 for t in await engine.run(todo):
                     done[(t.group_id, t.sample_index)] = t
@@ -364,14 +441,47 @@ class Trainer:
                 return summary  # finished before a crash: keep it
         if out.exists():  # an evaluation cut short: keep its trajectories beside the new one
             out.rename(out.with_name(f"{out.name}.interrupted-{int(time.time())}"))
-        jobs = plan_episodes(eval_tasks, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET)
-        rollout = cfg.rollout.model_copy(update={"sampling": cfg.eval_sampling})
+        jobs = eval_jobs(eval_tasks, cfg)
+        self._phase = (max(step - 1, 0), f"held-out evaluation ({len(jobs)} episodes)")
         return await evaluate(
             lambda: agentgym.make(cfg.env, **env_kwargs), policy, jobs, out,
-            env_id=cfg.env, env_kwargs=env_kwargs, config=rollout,
+            env_id=cfg.env, env_kwargs=env_kwargs, config=self._rollout_config(cfg.eval_sampling),
+            callbacks=[self._count_episode],
+        )
+
+    def _rollout_config(self, sampling: SamplingParams) -> RolloutConfig:
+        """The engine's settings with `sampling`, seeded by the run seed unless the config gives its own."""
+        rollout = self.cfg.rollout
+        seed = rollout.seed if rollout.seed is not None else self.cfg.seed
+        return RolloutConfig.model_validate(
+            {**rollout.model_dump(include=set(RolloutConfig.model_fields)), "sampling": sampling, "seed": seed}
         )
 
     # -- display -----------------------------------------------------------------------------
+
+    def _count_episode(self, trajectory: Trajectory) -> None:
+        self._episodes += 1
+        self._tokens += sum(u.completion_tokens for u in trajectory.turns)
+
+    async def _heartbeat(self, beat: Heartbeat) -> None:
+        """Print a status line at least every beat.interval_s until cancelled."""
+        while True:
+            beat.maybe(self._status_line)
+            await asyncio.sleep(min(5.0, beat.interval_s))
+
+    def _status_line(self) -> str:
+        """One line: where the run is, what it has played, its last metrics and the time left."""
+        step, phase = self._phase
+        parts = [f"train step {step + 1}/{self.cfg.steps}: {phase}",
+                 f"{self._episodes} episodes, {self._tokens} tokens played"]
+        if self._last:
+            parts.append(f"last step success {shown_metric(self._last, ROLLOUT_SUCCESS_RATE, 2)}, "
+                         f"loss {shown_metric(self._last, 'loss/policy', 4)}")
+        parts.append(f"{format_duration(time.monotonic() - self._started)} elapsed")
+        if self._step_seconds:
+            mean = sum(self._step_seconds) / len(self._step_seconds)
+            parts.append(f"about {format_duration(mean * (self.cfg.steps - step))} left")
+        return " · ".join(parts)
 
     def _progress(self, done: int) -> Progress:
         progress = Progress(
@@ -384,6 +494,7 @@ class Trainer:
         return progress
 
     def _report(self, progress: Progress, step: int, m: dict[str, float]) -> None:
+        self._last = m
         shown = {"success": shown_metric(m, ROLLOUT_SUCCESS_RATE, 2), "reward": shown_metric(m, ROLLOUT_REWARD_MEAN, 2),
                  "entropy": shown_metric(m, POLICY_ENTROPY, 3)}
         progress.update(self._task, completed=step, **shown)
@@ -394,10 +505,25 @@ class Trainer:
         progress.console.print(" · ".join(parts + phases), highlight=False)
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait for it to end."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def shown_metric(metrics: dict[str, float], key: str, digits: int) -> str:
     """A metric as the progress line shows it: rounded, or '-' for a step that did not measure it."""
     value = metrics.get(key)
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def staleness_stats(trajectories: Sequence[Trajectory], step: int) -> dict[str, float]:
+    """How many weight versions behind the update of `step` its rollouts were played (by the weights they started with)."""
+    behind = [step - t.policy.weights_step for t in trajectories if t.policy.weights_step is not None]
+    if not behind:
+        return {}
+    return {"rollout/staleness_mean": sum(behind) / len(behind), "rollout/staleness_max": float(max(behind))}
 
 
 def push_weights(policy: Policy, sync: WeightSync, trainable: TrainableModel, step: int) -> None:
