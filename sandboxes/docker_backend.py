@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 
 _NO_SDK = "the docker Python package is missing; install it with `pip install docker`"
+# The longest the engine may take over one call (a container's creation or removal, an image lookup).
+CALL_TIMEOUT_S = 120
 
 
 def _cannot_connect(exc: BaseException) -> str:
@@ -41,7 +43,7 @@ class DockerBackend(SandboxBackend):
     name = "docker"
 
     def __init__(self) -> None:
-        self._client: docker.DockerClient | None = None
+        self._clients: dict[float, docker.DockerClient] = {}
         self._lock = threading.Lock()
         self._image_ids: dict[str, str] = {}
         self._seeds: dict[tuple[str, str], Path | None] = {}
@@ -67,19 +69,23 @@ class DockerBackend(SandboxBackend):
             return _cannot_connect(exc)
         return None
 
-    def client(self, timeout: int = 120) -> docker.DockerClient:
-        """The backend's Docker client (made once; a connection pool shared by every sandbox)."""
+    def client(self, timeout: float = CALL_TIMEOUT_S) -> docker.DockerClient:
+        """The backend's Docker client whose every call waits at most `timeout` seconds for the engine.
+
+        One per timeout, made once: a connection pool shared by every sandbox. The SDK takes the
+        timeout per client only, so the short calls of a kill get a client of their own.
+        """
         with self._lock:
-            if self._client is None:
+            if timeout not in self._clients:
                 try:
                     import docker
                 except ImportError as exc:
                     raise SandboxError(_NO_SDK) from exc
                 try:
-                    self._client = docker.from_env(timeout=timeout, max_pool_size=64)
+                    self._clients[timeout] = docker.from_env(timeout=timeout, max_pool_size=64)
                 except Exception as exc:  # noqa: BLE001
                     raise SandboxError(_cannot_connect(exc)) from exc
-            return self._client
+            return self._clients[timeout]
 
     # --- sandboxes ---
     def create(self, spec: SandboxSpec) -> DockerSandbox:

@@ -7,6 +7,11 @@ How the limits hold (see docs/sandboxes.md):
 - The container's own processes (docker-init and `sleep infinity`) run as a keeper uid that is not the
   sandbox user, so `kill -9 -1` run as the sandbox user kills every command process and leaves the
   container alive: that is how a timeout stops a command that ignores SIGTERM or spawns children.
+- A command still running at its timeout is killed by a second exec started detached (`kill -9 -1` as the
+  sandbox user) while the first one's output is read on to its end: the engine does not finish an attached
+  exec while another exec's output waits unread, so waiting on an attached kill would never end under a
+  command that floods its output. Every call into the engine has a deadline; a kill not confirmed within
+  a few seconds makes the sandbox replace its container.
 - Files go in and out through `tar`/`cat` execs: the engine's archive API cannot write into a read-only
   container and does not see tmpfs mounts. snapshot() is therefore a tar of the workdir and /tmp kept on
   the host (a `docker commit` would capture nothing: the root filesystem is read-only).
@@ -14,6 +19,7 @@ How the limits hold (see docs/sandboxes.md):
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentgym.sandboxes.base import Sandbox, SandboxClosedError, SandboxError
-from agentgym.sandboxes.docker_exec import pump, send_all
+from agentgym.sandboxes.docker_exec import Demuxer, pump, send_all
 from agentgym.sandboxes.docker_oom import find_oom_file, read_oom_kills
 from agentgym.sandboxes.messages import last_line, one_line
 from agentgym.sandboxes.output import CappedOutput
@@ -35,13 +41,21 @@ from agentgym.sandboxes.spec import SandboxSpec
 if TYPE_CHECKING:
     from agentgym.sandboxes.docker_backend import DockerBackend
 
+log = logging.getLogger(__name__)
+
 SANDBOX_LABEL = "agentgym.sandbox"
 # The uid of the container's init and sleep: any uid but the sandbox user's, and never root.
 KEEPER_UID = 65534
 # Network used when a spec asks for one; this project's engines run with --bridge=none and have none.
 NETWORK_ENV_VAR = "AGENTGYM_SANDBOX_NETWORK"
-# How long a killed command may take to release its output stream before the container is replaced.
+# How long a timed-out command may take to be confirmed dead (the kill exec done, its output stream ended)
+# before the container is replaced instead.
 _KILL_GRACE_S = 5.0
+# The longest one engine call of a kill may take: a client of its own, so none waits the default 120 s.
+_CONTROL_TIMEOUT_S = 5
+# How long the engine may take to record an exec's exit code after its stream ended.
+_EXIT_CODE_WAIT_S = 2.0
+_REPLACED_NOTE = "\n[agentgym: the timed-out command could not be killed in place; sandbox {id} was replaced by a fresh one]\n"
 
 
 class DockerSandbox(Sandbox):
@@ -53,6 +67,7 @@ class DockerSandbox(Sandbox):
         super().__init__(spec, name)
         self._backend = owner
         self._api = owner.client().api
+        self._control = owner.client(_CONTROL_TIMEOUT_S).api
         self._image_id = image_id
         self._container_id = ""
         self._oom_file: Path | None = None
@@ -172,78 +187,117 @@ class DockerSandbox(Sandbox):
         stdin: Iterable[bytes] | None = None,
     ) -> tuple[int, bool, str]:
         """One docker exec with its output streamed to callbacks: (exit code, timed out, note for stderr)."""
+        exec_id, response = self._start_attached(argv, workdir, env, stdin is not None)
+        sock: socket.socket = getattr(response, "_sock", response)
+        frames = Demuxer(on_stdout, on_stderr)
+        failed_kill: str | None = None
+        try:
+            timed_out = stdin is not None and not send_all(sock, stdin, deadline)
+            if not timed_out:
+                timed_out = not pump(sock, deadline, frames)
+            if timed_out:
+                failed_kill = self._kill_in_place(sock, frames)
+        finally:
+            response.close()
+            sock.close()
+        note = "" if failed_kill is None else self._replace_after_failed_kill(failed_kill)
+        return self._exit_code(exec_id, timed_out), timed_out, note
+
+    def _start_attached(
+        self, argv: list[str], workdir: str | None, env: Mapping[str, str] | None, with_stdin: bool
+    ) -> tuple[str, Any]:
+        """Create and start an exec as the sandbox user, attached: its id and the response holding its socket."""
         import docker
+        import requests
 
         try:
             # uid:gid always: a bare uid the image's passwd does not know would run with gid 0.
             exec_id = self._api.exec_create(
-                self._container_id, argv, stdin=stdin is not None, user=f"{self.spec.uid}:{self.spec.gid}",
+                self._container_id, argv, stdin=with_stdin, user=f"{self.spec.uid}:{self.spec.gid}",
                 environment=dict(env) if env else None, workdir=workdir,
             )["Id"]
-            response = self._api.exec_start(exec_id, socket=True)
+            return exec_id, self._api.exec_start(exec_id, socket=True)
         except docker.errors.NotFound as exc:
             raise self._gone(exc) from exc
-        except docker.errors.APIError as exc:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             raise SandboxError(f"docker exec in sandbox {self.id} failed: {one_line(exc)}") from exc
-        sock: socket.socket = getattr(response, "_sock", response)
-        timed_out = False
-        try:
-            if stdin is not None:
-                timed_out = not send_all(sock, stdin, deadline)
-            if not timed_out:
-                timed_out = not pump(sock, deadline, on_stdout, on_stderr)
-            note = ""
-            if timed_out:
-                note = self._kill_commands(sock, on_stdout, on_stderr)
-        finally:
-            response.close()
-            sock.close()
-        return self._exit_code(exec_id, timed_out), timed_out, note
 
-    def _kill_commands(self, sock: socket.socket, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> str:
-        """Kill every process of the sandbox user; replace the container when that cannot be done."""
+    def _kill_in_place(self, sock: socket.socket, frames: Demuxer) -> str | None:
+        """Kill every process of the sandbox user, reading the command's stream on; None when done, else why not."""
         if self.lifetime_over():
             self.close()  # the sandbox's lifetime is over: removing the container kills everything
-            return ""
+            return None
+        deadline = time.monotonic() + _KILL_GRACE_S
         # kill(-1) as the sandbox user signals all its processes (children that left the process group
         # too) but not the keeper, which runs as another uid, so the container and its files stay.
-        killed = self._quiet_exec(["sh", "-c", "kill -9 -1"]) in (0, 1)
-        if killed and pump(sock, time.monotonic() + _KILL_GRACE_S, on_stdout, on_stderr):
-            return ""
-        # The kill could not start (a fork bomb holds every pid) or the stream stayed open.
+        kill_id, why = self._start_detached(["sh", "-c", "kill -9 -1"])
+        if kill_id is None:
+            return why  # a fork bomb holds every pid, or the engine did not answer in time
+        # The stream ends once the command's last process is dead; until then the engine holds the
+        # kill exec's end back, so the stream is read first and the kill's exit code asked after.
+        if not pump(sock, deadline, frames):
+            return f"its output stream was still open {_KILL_GRACE_S:g}s after the kill"
+        code = self._wait_exit(kill_id, deadline)
+        return None if code in (0, 1) else f"the kill exec ended with {code}"
+
+    def _start_detached(self, argv: list[str]) -> tuple[str | None, str]:
+        """Start a helper exec as the sandbox user without attaching to it: (its id, '') or (None, why not)."""
+        import docker
+        import requests
+
+        try:
+            exec_id = self._control.exec_create(self._container_id, argv, user=f"{self.spec.uid}:{self.spec.gid}")["Id"]
+            self._control.exec_start(exec_id, detach=True)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            return None, f"the kill exec could not start: {one_line(exc)}"
+        return exec_id, ""
+
+    def _wait_exit(self, exec_id: str, deadline: float) -> int | None:
+        """The exit code of a helper exec once the engine has it; None at the deadline or when it cannot say."""
+        import docker
+        import requests
+
+        while time.monotonic() < deadline:
+            try:
+                info = self._control.exec_inspect(exec_id)
+            except (docker.errors.APIError, requests.exceptions.RequestException):
+                return None
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return int(info["ExitCode"])
+            time.sleep(0.01)
+        return None
+
+    def _replace_after_failed_kill(self, why: str) -> str:
+        """Replace the container of a command that could not be killed in place; the note for its stderr."""
+        log.warning("sandbox %s: the timed-out command could not be killed in place (%s); replacing its container", self.id, why)
         with self._lock:
             if self.closed:
                 return ""
             self._replace_container(self._restore_point)
-        return f"\n[agentgym: the timed-out command could not be killed in place; sandbox {self.id} was replaced by a fresh one]\n"
-
-    def _quiet_exec(self, argv: list[str]) -> int:
-        """Exit code of a short helper exec whose output is not needed; -1 when it could not run."""
-        import docker
-
-        try:
-            exec_id = self._api.exec_create(self._container_id, argv, user=f"{self.spec.uid}:{self.spec.gid}")["Id"]
-            self._api.exec_start(exec_id)
-            code = self._api.exec_inspect(exec_id).get("ExitCode")
-        except docker.errors.APIError:
-            return -1
-        return -1 if code is None else int(code)
+        return _REPLACED_NOTE.format(id=self.id)
 
     def _exit_code(self, exec_id: str, timed_out: bool) -> int:
+        """The exec's exit code, waited for a moment: the stream can end just before the engine records it."""
         import docker
+        import requests
 
-        # The stream can end a moment before the engine records the exit code.
-        for attempt in range(200):
+        deadline = time.monotonic() + _EXIT_CODE_WAIT_S
+        pause = 0.001
+        while True:
             try:
                 info = self._api.exec_inspect(exec_id)
             except docker.errors.NotFound as exc:
                 if timed_out:
-                    return 137
+                    return 137  # its container was replaced or closed
                 raise self._gone(exc) from exc
+            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                raise SandboxError(f"cannot read the exit code of an exec in sandbox {self.id}: {one_line(exc)}") from exc
             if not info.get("Running") and info.get("ExitCode") is not None:
                 return int(info["ExitCode"])
-            time.sleep(0.001 if attempt < 20 else 0.01)
-        return 137 if timed_out else -1
+            if time.monotonic() >= deadline:
+                return 137 if timed_out else -1
+            time.sleep(pause)
+            pause = min(0.01, pause * 2)
 
     def _gone(self, exc: BaseException) -> SandboxError:
         if self.closed:

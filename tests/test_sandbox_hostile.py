@@ -10,14 +10,15 @@ import os
 import resource
 import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agentgym.sandboxes.base import Sandbox, SandboxBackend
-from agentgym.sandboxes.spec import SANDBOX_PYTHON, SandboxSpec
+from agentgym.sandboxes.base import Command, Sandbox, SandboxBackend
+from agentgym.sandboxes.spec import SANDBOX_PYTHON, ExecResult, SandboxSpec
 
 HOSTILE_SPEC = SandboxSpec(memory_mb=128, pids=64, disk_mb=32, exec_timeout_s=30, output_cap_bytes=64 << 10)
 
@@ -96,6 +97,54 @@ def test_a_process_that_ignores_sigterm_and_its_detached_child_die_at_the_timeou
     assert result.duration < 15
     assert host_processes_with(marker) == []
     assert_host_fine_and_box_usable(box)
+
+
+# Endless writers of every shape an agent's test run takes; each is still writing when its timeout comes.
+FLOODS: dict[str, Command] = {
+    "stdout-text": "yes",
+    "stderr-text": "yes >&2",
+    "binary-urandom": "cat /dev/urandom",
+    "both-streams": "yes out & yes err >&2; wait",
+    "python-print-loop": py("while 1: print('x' * 1000)"),
+    # The writer's own shell exits at once; the writer goes on in a session of its own.
+    "setsid-child": "(setsid yes &); sleep 600",
+    "setsid-child-binary-stderr": "(setsid sh -c 'cat /dev/urandom >&2' &); sleep 600",
+    "long-line-no-newline": "tr '\\0' x < /dev/zero",
+}
+FLOOD_TIMEOUT_S = 3
+FLOOD_BOUND_S = 10
+
+
+def exec_within(box: Sandbox, cmd: Command, timeout: float, bound: float) -> ExecResult:
+    """box.exec(cmd) on a worker thread: fails the test, rather than hanging it, when exec is not back within `bound`."""
+    results: list[ExecResult | BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(box.exec(cmd, timeout=timeout))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread and raised there
+            results.append(exc)
+
+    worker = threading.Thread(target=work, name="flood-exec", daemon=True)
+    worker.start()
+    worker.join(bound)
+    if worker.is_alive():
+        pytest.fail(f"exec with timeout={timeout}s of {cmd!r} had not returned after {bound}s")
+    if isinstance(results[0], BaseException):
+        raise results[0]
+    return results[0]
+
+
+@pytest.mark.parametrize("cmd", list(FLOODS.values()), ids=list(FLOODS))
+def test_a_command_flooding_output_at_its_timeout_is_killed_and_exec_returns(box: Sandbox, cmd: Command) -> None:
+    box.write_file("kept.txt", "kept")
+    result = exec_within(box, cmd, FLOOD_TIMEOUT_S, FLOOD_BOUND_S)
+    assert result.timed_out and not result.ok, result
+    after = box.exec("echo ok", timeout=30)
+    assert after.exit_code == 0 and after.stdout == "ok\n", after
+    # A writer is killable where it runs: the sandbox is not replaced, so its files stay.
+    assert "replaced" not in result.stderr[-500:], result.stderr[-500:]
+    assert box.read_file("kept.txt") == b"kept"
 
 
 def test_a_gigabyte_of_output_is_truncated_and_host_memory_stays_bounded(box: Sandbox) -> None:
