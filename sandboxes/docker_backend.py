@@ -10,8 +10,9 @@ import itertools
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from agentgym.cache import cache_root, recipe_key
 from agentgym.sandboxes.base import SandboxBackend, SandboxError, SandboxInfo
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 _NO_SDK = "the docker Python package is missing; install it with `pip install docker`"
 # The longest the engine may take over one call (a container's creation or removal, an image lookup).
 CALL_TIMEOUT_S = 120
+# The longest reading an image's files at a workdir may take in all (once per image and workdir).
+SEED_READ_S = 300
 
 
 def _cannot_connect(exc: BaseException) -> str:
@@ -182,14 +185,15 @@ class DockerBackend(SandboxBackend):
 
         partial = stem.with_suffix(f".partial-{os.getpid()}")
         try:
-            stream, _ = self.client().api.get_archive(container_id, workdir)
             with open(partial, "wb") as fh:
-                for chunk in stream:
-                    fh.write(chunk)
+                self._copy_archive(container_id, workdir, fh)
         except docker.errors.NotFound:
             partial.unlink(missing_ok=True)
             stem.with_suffix(".empty").touch()
             return None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         with tarfile.open(partial) as tar:
             # The first member is the workdir itself; a second one means the image has content there.
             members = itertools.islice(iter(tar), 2)
@@ -199,4 +203,30 @@ class DockerBackend(SandboxBackend):
             stem.with_suffix(".empty").touch()
             return None
         return partial.replace(stem.with_suffix(".tar"))
+
+    def _copy_archive(self, container_id: str, path: str, out: IO[bytes]) -> None:
+        """Write the engine's tar of `path` in a container to `out`; each read and the whole have a deadline.
+
+        The SDK's get_archive turns its socket's timeout off while it streams, so a stalled engine would
+        hang it: this is the same request with the client's timeout left on every read.
+        """
+        import docker
+        import requests
+
+        api = self.client().api
+        deadline = time.monotonic() + SEED_READ_S
+        try:
+            response = api._get(api._url("/containers/{0}/archive", container_id), params={"path": path}, stream=True)
+            try:
+                api._raise_for_status(response)
+                for chunk in response.iter_content(1 << 20):
+                    if time.monotonic() > deadline:
+                        raise SandboxError(f"reading {path} of image container {container_id[:12]} took over {SEED_READ_S}s")
+                    out.write(chunk)
+            finally:
+                response.close()
+        except docker.errors.NotFound:
+            raise
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise SandboxError(f"cannot read {path} of container {container_id[:12]} from the engine: {one_line(exc)}") from exc
 
