@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 import weakref
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agentgym.sandboxes.docker_sandbox import DockerSandbox
+
+log = logging.getLogger(__name__)
 
 
 class Reaper:
@@ -44,7 +47,8 @@ class Reaper:
                 try:
                     sandbox.close()
                 except Exception:  # noqa: BLE001 - a failed removal is left to `agentgym sandbox gc`
-                    pass
+                    log.warning("could not remove sandbox %s at the end of its lifetime; `agentgym sandbox gc` will",
+                                sandbox.id, exc_info=True)
 
 
 REAPER = Reaper()

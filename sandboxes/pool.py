@@ -14,7 +14,7 @@ from agentgym.sandboxes.base import Sandbox, SandboxBackend, SandboxError
 from agentgym.sandboxes.factory import get_backend
 from agentgym.sandboxes.spec import SandboxSpec
 
-log = logging.getLogger("agentgym.sandboxes")
+log = logging.getLogger(__name__)
 
 # Every pool of the process, so that exit and signal handlers stop their workers before closing sandboxes.
 _POOLS: weakref.WeakSet[SandboxPool] = weakref.WeakSet()
@@ -131,13 +131,13 @@ class SandboxPool:
                 self._create_warm()
 
     def _reset(self, sandbox: Sandbox) -> None:
+        """Reset a returned sandbox and make it ready; one whose reset fails is closed and not counted."""
         try:
             sandbox.reset()
-        except Exception as exc:
+        except Exception:
             if not sandbox.closed:  # closed under us (process exit, pool close): nothing to report
-                log.warning("sandbox %s failed to reset (%s); replacing it", sandbox.id, exc)
-            with contextlib.suppress(Exception):
-                sandbox.close()
+                log.warning("sandbox %s failed to reset; replacing it", sandbox.id, exc_info=True)
+            _close_quietly(sandbox, "after its failed reset")
             with self._cond:
                 self._count -= 1
                 self._cond.notify_all()
@@ -145,10 +145,11 @@ class SandboxPool:
         self._put_ready(sandbox)
 
     def _create_warm(self) -> None:
+        """Create one more warm sandbox; on failure, give its slot back and pause."""
         try:
             sandbox = self.backend.create(self.spec)
-        except Exception as exc:
-            log.warning("could not create a warm sandbox: %s", exc)
+        except Exception:
+            log.warning("could not create a warm sandbox", exc_info=True)
             with self._cond:
                 self._count -= 1
                 self._cond.notify_all()
@@ -202,15 +203,24 @@ class SandboxPool:
             self._count -= len(idle)
             self._cond.notify_all()
         self._worker.join(timeout=30)
+        if self._worker.is_alive():
+            log.warning("the pool's worker was still busy 30 s after close; its sandbox is closed when it finishes")
         for sandbox in idle:
-            with contextlib.suppress(Exception):
-                sandbox.close()
+            _close_quietly(sandbox, "as its pool closed")
 
     def __enter__(self) -> SandboxPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_quietly(sandbox: Sandbox, when: str) -> None:
+    """Close a sandbox the caller no longer needs; a failure is logged, not raised (gc removes what is left)."""
+    try:
+        sandbox.close()
+    except Exception:
+        log.warning("could not close sandbox %s %s", sandbox.id, when, exc_info=True)
 
 
 _SHARED: dict[tuple[str, str, int, int], SandboxPool] = {}

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from agentgym.sandboxes.base import SandboxBackend, SandboxClosedError
+from agentgym.sandboxes.base import SandboxBackend, SandboxClosedError, SandboxError
+from agentgym.sandboxes.docker_reaper import Reaper
 from agentgym.sandboxes.spec import SandboxSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +104,27 @@ def test_auto_falls_back_to_bubblewrap_with_one_line_when_no_engine_answers(tmp_
     assert run.stdout.split() == ["bwrap", "hi"]
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "bubblewrap" in lines[0] and "Docker" in lines[0], run.stderr
+
+
+class _Unremovable:
+    """Stands in for a Docker sandbox whose container the engine refuses to remove."""
+
+    id = "agentgym-unremovable"
+    closed = False
+
+    def close(self) -> None:
+        raise SandboxError("removal refused (test)")
+
+
+def test_the_reaper_logs_a_sandbox_it_cannot_remove_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    reaper, stuck, later = Reaper(), _Unremovable(), _Unremovable()
+    with caplog.at_level(logging.WARNING, logger="agentgym.sandboxes.docker_reaper"):
+        reaper.watch(stuck, time.monotonic())  # type: ignore[arg-type]
+        reaper.watch(later, time.monotonic() + 0.1)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 30
+        while len(caplog.records) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    records = [r for r in caplog.records if r.name == "agentgym.sandboxes.docker_reaper"]
+    assert len(records) == 2, records
+    assert all("agentgym-unremovable" in r.getMessage() and r.exc_info for r in records)
+    assert str(records[0].exc_info[1]) == "removal refused (test)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -106,3 +107,27 @@ def test_shared_pools_are_one_per_backend_and_spec(sandbox_backend: SandboxBacke
 def test_bad_pool_sizes_are_refused(sandbox_backend: SandboxBackend) -> None:
     with pytest.raises(SandboxError, match="warm"):
         SandboxPool(SPEC, sandbox_backend, warm=3, max_size=2)
+
+
+def test_a_failed_reset_and_close_are_logged_and_the_pool_carries_on(
+    sandbox_backend: SandboxBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(what: str):  # type: ignore[no-untyped-def]
+        def fail() -> None:
+            raise SandboxError(f"{what} refused (test)")
+        return fail
+
+    with SandboxPool(SPEC, sandbox_backend, warm=0, max_size=1) as pool:
+        box = pool.acquire(timeout=60)
+        box.reset, box.close = refuse("reset"), refuse("close")  # type: ignore[method-assign]
+        try:
+            with caplog.at_level(logging.WARNING, logger="agentgym.sandboxes.pool"):
+                pool.release(box)
+                fresh = pool.acquire(timeout=60)  # the broken one's slot is given back once it is dealt with
+            assert fresh.id != box.id and fresh.exec("echo ok").stdout == "ok\n"
+            pool.release(fresh)
+        finally:
+            del box.reset, box.close
+            box.close()
+    logged = {str(r.exc_info[1]) for r in caplog.records if r.name == "agentgym.sandboxes.pool" and r.exc_info}
+    assert logged == {"reset refused (test)", "close refused (test)"}
