@@ -12,7 +12,7 @@ import gymnasium as gym
 from agentgym.errors import TaskNotFoundError
 from agentgym.spaces import FreeText
 
-# The info keys every agentgym env fills (DESIGN.md, "Env").
+# The info keys every agentgym env fills (docs/architecture.md, "Env").
 INFO_KEYS = ("instructions", "tools", "admissible_actions", "task_id", "success", "signals")
 
 

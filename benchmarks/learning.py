@@ -39,7 +39,7 @@ from agentgym.policies.scripted import WalkthroughPolicy
 from agentgym.rollout.engine import RolloutConfig, plan_episodes
 from agentgym.serve import VLLMServer
 from agentgym.trainers.config import SFTConfig, TrainConfig
-from agentgym.trainers.loop import Trainer, eval_jobs
+from agentgym.trainers.loop import Trainer, engine_config, eval_jobs
 from agentgym.trainers.run_log import read_metrics
 from agentgym.trainers.sft import run_sft
 
@@ -66,7 +66,7 @@ def eval_served(cfg: TrainConfig, model: str, out: Path) -> EvalSummary:
     """The trainer's held-out evaluation (same episodes, same sampling) of `model`, served by vLLM."""
     kwargs = env_kwargs(cfg, held_out=True)
     jobs = eval_jobs(agentgym.registry.task_ids(cfg.env, **kwargs), cfg)
-    rollout = cfg.rollout.model_copy(update={"sampling": cfg.eval_sampling})
+    rollout = engine_config(cfg, cfg.eval_sampling)  # the trainer's own evaluation settings, seeds included
     with VLLMServer(resolve_model(model), name="policy", dtype=cfg.vllm.dtype, log_path=out / "vllm.log") as server:
         policy = OpenAIPolicy(server.base_url, "policy")
 

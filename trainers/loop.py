@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -103,6 +104,15 @@ def step_jobs(task_ids: Sequence[str], cfg: TrainConfig, step: int, draw: int = 
             group_id = f"s{step}d{draw}:{task}:{group_seed}"
         jobs += [EpisodeJob(task, group_seed, group_id, k) for k in range(cfg.samples_per_task)]
     return jobs
+
+
+def engine_config(cfg: TrainConfig, sampling: SamplingParams) -> RolloutConfig:
+    """The rollout engine's settings of a run with `sampling`, seeded by the run seed unless the config gives its own."""
+    rollout = cfg.rollout
+    seed = rollout.seed if rollout.seed is not None else cfg.seed
+    return RolloutConfig.model_validate(
+        {**rollout.model_dump(include=set(RolloutConfig.model_fields)), "sampling": sampling, "seed": seed}
+    )
 
 
 def eval_jobs(eval_tasks: Sequence[str], cfg: TrainConfig) -> list[EpisodeJob]:
@@ -220,6 +230,12 @@ class Trainer:
             log_path=self.run_dir / "vllm.log", startup_timeout=cfg.vllm.startup_timeout_s,
         )
         self.console.print(f"starting vLLM on {trainable.model_dir} (log {self.run_dir / 'vllm.log'})")
+        if cfg.rollout.max_staleness > 0 and trainable.device.type == "cpu":
+            # Rollouts and updates now overlap: vLLM's CPU engine binds one core, so the trainer takes
+            # the others rather than fight it for that one.
+            threads = max(1, len(os.sched_getaffinity(0)) - 1)
+            torch.set_num_threads(threads)
+            self.console.print(f"asynchronous rollouts: the trainer uses {threads} of this machine's CPU threads beside vLLM")
         with server:
             yield OpenAIPolicy(server.base_url, name), VLLMReloadSync(server.base_url, sync_dir, name)
 
@@ -298,7 +314,8 @@ class Trainer:
                         save_checkpoint, self.run_dir / "checkpoints", trainable, optimizer, state, keep=cfg.keep_checkpoints,
                     )
                     metrics["time/checkpoint"] = time.perf_counter() - started
-                metrics["time/step"] = time.perf_counter() - step_started
+                # Wall time of the step without its held-out evaluation: what training costs.
+                metrics["time/step"] = time.perf_counter() - step_started - metrics.get("time/eval", 0.0)
                 log.log(number, metrics)
                 result.last_metrics, result.steps = metrics, number
                 self._report(progress, number, metrics)
@@ -450,12 +467,7 @@ class Trainer:
         )
 
     def _rollout_config(self, sampling: SamplingParams) -> RolloutConfig:
-        """The engine's settings with `sampling`, seeded by the run seed unless the config gives its own."""
-        rollout = self.cfg.rollout
-        seed = rollout.seed if rollout.seed is not None else self.cfg.seed
-        return RolloutConfig.model_validate(
-            {**rollout.model_dump(include=set(RolloutConfig.model_fields)), "sampling": sampling, "seed": seed}
-        )
+        return engine_config(self.cfg, sampling)
 
     # -- display -----------------------------------------------------------------------------
 

@@ -3,9 +3,9 @@
 Which method is used when:
 
 - Rollouts run in-process on the trainer's own module: `NoSync` (nothing to push).
-- Rollouts run in-process on a separate copy (`agentgym.policies.TransformersPolicy`, bfloat16:
-  twice the float32 generate speed on CPU): `InProcessSync` copies the merged weights into it
-  under the policy's lock (tens of ms for 135M parameters).
+- Rollouts run in-process on a separate copy (`agentgym.policies.TransformersPolicy`, in bfloat16
+  where the hardware computes it natively, else float32): `InProcessSync` copies the merged
+  weights into it under the policy's lock (tens of ms for 135M parameters).
 - Full fine-tuning with a vLLM server: `VLLMReloadSync`. It writes the weights as float32
   safetensors into a new directory per version, checks the directory (every tensor there, shapes
   as the config says, q/k/v and gate/up whole: a reload that fails half-way leaves vLLM

@@ -43,7 +43,7 @@ class RolloutConfig(BaseModel):
         description="Past exchanges kept in the prompt besides the instructions and the first observation; None keeps all. "
         "A window keeps prompt cost flat: with the whole history an in-process model re-reads every earlier turn each turn.",
     )
-    turn_timeout_s: float | None = Field(600.0, gt=0, description="Limit on one policy call plus one env step.")
+    turn_timeout_s: float | None = Field(600.0, gt=0, description="Limit on one policy call, and on one env call (reset or step).")
     episode_timeout_s: float | None = Field(None, gt=0, description="Limit on a whole episode.")
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     seed: int | None = Field(
