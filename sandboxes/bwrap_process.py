@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -13,11 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentgym.sandboxes.base import SandboxError
 from agentgym.sandboxes.cgroups import CgroupSet
 from agentgym.sandboxes.output import CappedOutput
 
+log = logging.getLogger(__name__)
+
 CHUNK = 1 << 16
 KILL_GRACE_S = 5.0
+# How long bwrap may take to set a sandbox up and report its child (a few ms when the host is well).
+START_TIMEOUT_S = 30.0
 
 
 @dataclass(eq=False)
@@ -74,8 +81,6 @@ def kill_bwraps_using(directory: Path) -> None:
 
 def wait_exit(pid: int, timeout: float) -> bool:
     """Wait up to `timeout` seconds for child `pid` to exit (not reaping it); False if it still runs."""
-    import select
-
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -86,6 +91,32 @@ def wait_exit(pid: int, timeout: float) -> bool:
         return bool(poller.poll(timeout * 1000))
     finally:
         os.close(fd)
+
+
+def reap(proc: subprocess.Popen[bytes], timeout: float = KILL_GRACE_S) -> int | None:
+    """Reap a bwrap process that was killed or has exited: its return code, or None if it outlived `timeout`."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGKILLed and still there: stuck in the kernel. Popen reaps it later; the caller must not hang on it.
+        log.warning("bwrap process %d was still there %.0fs after SIGKILL; leaving it to be reaped later", proc.pid, timeout)
+        return None
+
+
+def read_info(fd: int, timeout: float) -> bytes:
+    """Everything bwrap writes on its info fd, up to its end; SandboxError when that takes over `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    info = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise SandboxError(f"bwrap did not report its sandbox within {timeout:g}s")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return info
+        info += chunk
 
 
 def pid_ns(pid: int) -> str | None:
@@ -135,9 +166,16 @@ def spawn(
         for fd in passed:
             os.close(fd)
     try:
-        info = b""
-        while chunk := os.read(info_r, 4096):
-            info += chunk
+        info = read_info(info_r, START_TIMEOUT_S)
+    except BaseException:
+        # bwrap never reported its child, so nothing of the command runs yet (it waits on the block fd).
+        # Kill bwrap first (its child dies with it) and only then close the block fd: end of file there
+        # would let the command start unconfined.
+        with contextlib.suppress(OSError):
+            proc.kill()
+        reap(proc)
+        os.close(block_w)
+        raise
     finally:
         os.close(info_r)
     pidfd, namespace, child, oom_before = None, None, 0, 0
@@ -159,7 +197,7 @@ def spawn(
         if pidfd is None and child:
             with contextlib.suppress(OSError):
                 os.kill(child, signal.SIGKILL)
-        proc.wait()
+        reap(proc)
         raise
     finally:
         os.close(block_w)

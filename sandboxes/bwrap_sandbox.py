@@ -26,6 +26,7 @@ from agentgym.sandboxes.bwrap_process import (
     kill_bwraps_using,
     pid_ns,
     pump,
+    reap,
     spawn,
     wait_exit,
 )
@@ -40,6 +41,8 @@ from agentgym.sandboxes.spec import SandboxSpec
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 SUBDIRS = {"work": 0o755, "tmp": 0o1777, "shm": 0o1777}
 _SNAPSHOT_RE = re.compile(r"^snap-[0-9a-f]+$")
+# The longest a snapshot's or restore's copy of the writable trees (at most disk_mb) may take.
+COPY_TIMEOUT_S = 300.0
 
 _SECCOMP = seccomp_program()
 if _SECCOMP is None:
@@ -71,8 +74,14 @@ def make_subdirs(fs: Path, spec: SandboxSpec, privileged: bool) -> None:
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
-    # cp -a keeps owners, modes, links and hard links, and never follows the agent's symlinks.
-    done = subprocess.run(["cp", "-a", "--", f"{source}/.", f"{dest}/"], capture_output=True, text=True)
+    """Copy a sandbox's writable trees on the host (snapshot, restore)."""
+    # cp -a keeps owners, modes, links and hard links, never follows the agent's symlinks, and makes fifos
+    # rather than reading them; the deadline still bounds a copy the host is too slow for.
+    try:
+        done = subprocess.run(["cp", "-a", "--", f"{source}/.", f"{dest}/"], capture_output=True, text=True,
+                              timeout=COPY_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise SandboxError(f"copying {source} to {dest} took over {COPY_TIMEOUT_S:g}s") from exc
     if done.returncode != 0:
         raise SandboxError(f"copying {source} to {dest} failed: {done.stderr.strip()}")
 
@@ -138,10 +147,10 @@ class BwrapSandbox(Sandbox):
                 run.kill()
                 if not wait_exit(run.proc.pid, KILL_GRACE_S):
                     run.kill(force=True)
-            code = run.proc.wait()
+            code = reap(run.proc)
         except BaseException:
             run.kill(force=True)  # e.g. KeyboardInterrupt: the command must not outlive the call
-            run.proc.wait()
+            reap(run.proc)
             raise
         finally:
             with self._lock:
@@ -151,6 +160,8 @@ class BwrapSandbox(Sandbox):
             for pipe in (run.proc.stdin, run.proc.stdout, run.proc.stderr):
                 if pipe is not None:
                     pipe.close()
+        if code is None:
+            timed_out, code = True, -9  # bwrap outlived its SIGKILL: report the command as killed
         if self._cgroups is not None and run.pid_ns is not None:
             # The kernel kills what is left in a pid namespace when its init dies, but asynchronously.
             # After a timeout, wait until none of the run's processes is left; otherwise one pass, no wait.
@@ -245,7 +256,7 @@ class BwrapSandbox(Sandbox):
             try:
                 run.proc.wait(timeout=KILL_GRACE_S)
             except subprocess.TimeoutExpired:
-                run.kill(force=True)
+                run.kill(force=True)  # the exec's own thread reaps it, within its own deadline
 
     def _clear(self) -> None:
         """Kill everything and give the sandbox empty writable trees."""

@@ -16,6 +16,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MNT_DETACH = 1, 2, 4, 8, 2
 # Machine-wide mounts every sandbox shares, made once per boot (so outside the cache, which may be wiped).
 SHARED_DIR = Path("/run/agentgym")
 _sysfs_ready: set[Path] = set()
+# unshare and nsenter return at once; the deadline keeps a wedged host from hanging the first sandbox.
+_TOOL_TIMEOUT_S = 30
 
 
 def _mount(source: bytes, target: Path, fstype: bytes, flags: int, data: bytes | None) -> None:
@@ -72,10 +74,11 @@ def shared_sysfs(host_network: bool) -> Path | None:
                     netns = SHARED_DIR / "netns"
                     if not is_mount(netns):
                         netns.touch()
-                        subprocess.run(["unshare", f"--net={netns}", "true"], check=True, capture_output=True)
+                        subprocess.run(["unshare", f"--net={netns}", "true"], check=True, capture_output=True,
+                                       timeout=_TOOL_TIMEOUT_S)
                     subprocess.run(["nsenter", f"--net={netns}", "mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec",
-                                    "agentgym-sysfs", str(target)], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
+                                    "agentgym-sysfs", str(target)], check=True, capture_output=True, timeout=_TOOL_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as exc:
         warn_once(f"bwrap sandboxes: no /sys inside (cannot mount a sysfs at {target}: {exc})")
         return None
     _sysfs_ready.add(target)

@@ -343,6 +343,18 @@ def test_concurrent_execs_and_a_timeout_spare_the_others(sandbox: BwrapSandbox) 
     assert time.monotonic() - start < 8
 
 
+def test_a_bwrap_that_never_reports_its_sandbox_fails_the_exec_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentgym.sandboxes import bwrap_process
+
+    monkeypatch.setattr(bwrap_process, "START_TIMEOUT_S", 0.5)
+    marker = f"{int(time.time() * 1000) % 100000}.25"
+    # A stand-in for a wedged bwrap: it holds the info fd open and never writes to it.
+    stuck = ["sh", "-c", f"exec sleep 6{marker}", "sh"]
+    with pytest.raises(SandboxError, match="did not report its sandbox"):
+        bwrap_process.spawn(stuck, ["true"], {"PATH": "/usr/bin:/bin"}, False, None, lambda pid: None, None)
+    assert _host_pids_with(f"sleep 6{marker}") == []  # killed and reaped, not left behind
+
+
 def _rss_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
