@@ -8,7 +8,6 @@ prompt position would cost as much as the transformer body and most of the memor
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,21 +100,6 @@ def load_trainable(
     # Dropout off: importance ratios must compare the same function that sampled.
     net.eval()
     return TrainableModel(net, tokenizer, Path(model_dir), int(eos), int(pad))
-
-
-def reference_copy(trainable: TrainableModel) -> Any:
-    """A frozen copy of the trainable's current weights on its device: the KL term's reference model.
-
-    Call it once, right after loading: a fresh run copies the starting model, a resumed one the
-    checkpoint it loaded (as the loop always has). LoRA adapters are merged into the copy: the
-    reference never trains, and a plain model scores without the adapter matmuls.
-    """
-    reference = copy.deepcopy(trainable.model)
-    if trainable.is_lora:
-        reference = reference.merge_and_unload()
-    reference.requires_grad_(False)
-    reference.eval()
-    return reference.to(trainable.device)
 
 
 def autocast_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager[Any]:
