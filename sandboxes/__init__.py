@@ -1,6 +1,6 @@
 """Sandboxes that run agent commands off the host: Docker and bubblewrap behind one contract.
 
-See shared/DESIGN.md (Sandbox) and docs/sandboxes.md. `create_sandbox(SandboxSpec(...))` picks Docker
+See docs/architecture.md (Sandbox) and docs/sandboxes.md. `create_sandbox(SandboxSpec(...))` picks Docker
 when an engine answers and bubblewrap otherwise.
 """
 

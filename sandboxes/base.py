@@ -1,4 +1,4 @@
-"""The Sandbox contract every backend meets (shared/DESIGN.md, Sandbox), and the backend interface."""
+"""The Sandbox contract every backend meets (docs/architecture.md, Sandbox), and the backend interface."""
 
 from __future__ import annotations
 
