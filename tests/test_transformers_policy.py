@@ -163,10 +163,46 @@ async def test_every_sampled_generate_holds_the_rng_lock(policy: TransformersPol
     lock = _CountingLock()
     monkeypatch.setattr(transformers_local, "_SEED_LOCK", lock)
     await policy.act(chat("look"), sampling=SamplingParams(temperature=1.0, max_tokens=4))
+    assert lock.entered == 1
+    # A seeded call draws from its own generator, and greedy from none: neither touches the global RNG.
     await policy.act(chat("look"), sampling=SamplingParams(temperature=1.0, max_tokens=4, seed=3))
-    assert lock.entered == 2
-    await policy.act(chat("look"), sampling=GREEDY)  # greedy draws nothing from the RNG
-    assert lock.entered == 2
+    await policy.act(chat("look"), sampling=GREEDY)
+    assert lock.entered == 1
+
+
+async def test_seeded_rows_sample_the_same_tokens_alone_or_batched(tiny_model_dir: Path) -> None:
+    """Each seeded request keeps its own stream: batching it with other seeds changes nothing."""
+    hot = SamplingParams(temperature=1.5, max_tokens=12)
+    batched_policy = TransformersPolicy(str(tiny_model_dir), dtype="float32", max_batch_size=8, batch_wait_ms=50)
+    single_policy = TransformersPolicy(str(tiny_model_dir), dtype="float32", max_batch_size=1)
+    try:
+        seeded = [hot.model_copy(update={"seed": 100 + i}) for i in range(len(PROMPTS))]
+        batched = await asyncio.gather(*(batched_policy.act(chat(p), sampling=s) for p, s in zip(PROMPTS, seeded)))
+        assert batched_policy.stats.batch_sizes == [len(PROMPTS)]  # different seeds, one generate call
+        alone = [await single_policy.act(chat(p), sampling=s) for p, s in zip(PROMPTS, seeded)]
+        assert [b.token_ids for b in batched] == [a.token_ids for a in alone]
+        assert len({tuple(b.token_ids) for b in batched}) > 1
+    finally:
+        await batched_policy.aclose()
+        await single_policy.aclose()
+
+
+def test_the_seeded_sampler_draws_from_the_softmax_within_the_nucleus() -> None:
+    from agentgym.policies.transformers_local import _SeededSampler
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
+    draws = 4000
+    counts = torch.zeros(5)
+    for seed in range(draws):
+        counts[int(_SeededSampler([seed], 1.0, 1.0)(None, logits).argmax())] += 1
+    expected = torch.softmax(logits[0], dim=-1)
+    # 4000 draws: each frequency within 4 standard errors of its probability.
+    assert torch.all((counts / draws - expected).abs() <= 4 * (expected * (1 - expected) / draws).sqrt() + 1e-3)
+    # top_p 0.8: the nucleus is the first two tokens (0.64 + 0.24 >= 0.8), renormalised.
+    nucleus = torch.zeros(5)
+    for seed in range(1000):
+        nucleus[int(_SeededSampler([seed], 1.0, 0.8)(None, logits).argmax())] += 1
+    assert nucleus[2:].sum() == 0 and 0.6 < nucleus[0] / 1000 < 0.85
 
 
 async def test_auto_dtype_and_device_come_from_the_hardware(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,8 +262,11 @@ async def test_max_tokens_gives_length(reply_policy: TransformersPolicy) -> None
 async def test_rows_ending_early_lose_their_batch_padding(reply_policy: TransformersPolicy) -> None:
     # Hot sampling makes rows of one batch end at different steps; pad == EOS for this tokenizer,
     # so leftover padding would show up as repeated EOS tokens.
-    sampling = SamplingParams(temperature=2.5, max_tokens=30, seed=0)
-    results = await asyncio.gather(*(reply_policy.act(chat(p), sampling=sampling) for p in PROMPTS))
+    # Each row its own seed (as the engine asks): equal seeds would draw equal noise on every row.
+    sampling = SamplingParams(temperature=2.5, max_tokens=30)
+    results = await asyncio.gather(*(
+        reply_policy.act(chat(p), sampling=sampling.model_copy(update={"seed": i})) for i, p in enumerate(PROMPTS)
+    ))
     assert reply_policy.stats.batch_sizes == [len(PROMPTS)]
     eos = reply_policy.tokenizer.convert_tokens_to_ids("<|im_end|>")
     ended = [r for r in results if r.finish_reason == "stop"]

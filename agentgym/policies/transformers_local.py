@@ -9,12 +9,13 @@ rows: on CPU a batch of 8 costs little more than one row.
 Device and dtype default to "auto" (agentgym.hardware): a GPU if there is one, and bfloat16
 only where the hardware computes it natively (float32 on CPUs that would emulate it).
 
-Seeds: a request's `SamplingParams.seed` seeds torch's global RNG right before its
-`generate` call, and every sampled call holds one process-wide lock around seeding and
-sampling, so no other generate draws from the stream in between. A seeded request at batch
-size 1 is reproducible token for token. Rows batched together share one seed stream (a
-batch holds only requests with equal sampling settings, seed included), so a batch of more
-than one row repeats only when its composition does: the same prompts, in the same order.
+Seeds: a request with `SamplingParams.seed` samples from a random stream of its own (a
+torch.Generator seeded with it), by the Gumbel-max trick over the temperature-scaled and
+top-p-filtered logits: argmax(z + Gumbel noise) is an exact draw from softmax(z). Seeded
+requests with different seeds therefore still share one batched `generate` call, and each
+row's tokens depend only on its prompt, its seed and the weights, not on which other rows
+were batched with it (up to the float rounding of a differently padded batch). Unseeded
+sampled calls use torch's global RNG under a process-wide lock.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ class _Request:
     key: str = ""  # requests with equal keys (equal sampling settings) may share a generate call
 
     def __post_init__(self) -> None:
-        self.key = self.sampling.model_dump_json()
+        # Seeds differ from request to request and each row keeps its own stream, so they do not split batches.
+        seeded = "seeded" if self.sampling.seed is not None else "unseeded"
+        self.key = f"{self.sampling.model_dump_json(exclude={'seed'})}|{seeded}"
 
 
 class TransformersPolicy(Policy):
@@ -231,7 +234,8 @@ class TransformersPolicy(Policy):
                     continue
                 prompts = [r.prompt_ids for r in batch]
                 try:
-                    completions = await asyncio.to_thread(self._generate, prompts, batch[0].sampling)
+                    seeds = [r.sampling.seed for r in batch]
+                    completions = await asyncio.to_thread(self._generate, prompts, batch[0].sampling, seeds)
                 except Exception as exc:  # every waiting episode sees the failure, with its cause
                     for r in batch:
                         if not r.future.done():
@@ -265,8 +269,10 @@ class TransformersPolicy(Policy):
 
     # -- generation (worker thread) --------------------------------------------------------
 
-    def _generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Completion]:
-        """One left-padded `generate` call for `prompts`; returns one Completion per prompt."""
+    def _generate(
+        self, prompts: list[list[int]], sampling: SamplingParams, seeds: Sequence[int | None] | None = None
+    ) -> list[Completion]:
+        """One left-padded `generate` call for `prompts` (row i sampled with seeds[i] if given); one Completion each."""
         import torch
 
         started = time.perf_counter()
@@ -285,8 +291,12 @@ class TransformersPolicy(Policy):
             "no_repeat_ngram_size": 0,
             "min_length": 0,
         }
+        seeds = list(seeds) if seeds is not None else [sampling.seed] * len(prompts)
         if sampling.temperature == 0:
             kwargs["do_sample"] = False
+        elif all(seed is not None for seed in seeds):
+            # Greedy over Gumbel-perturbed logits is sampling, with one random stream per row.
+            kwargs.update(do_sample=False, logits_processor=[_SeededSampler(seeds, sampling.temperature, sampling.top_p)])
         else:
             # top_k=0 switches off transformers' default top-k of 50 (OpenAI/vLLM semantics: no top-k).
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
@@ -295,8 +305,6 @@ class TransformersPolicy(Policy):
         # Greedy decoding draws nothing from the RNG, so only sampled calls need the lock.
         seed_lock = _SEED_LOCK if kwargs["do_sample"] else contextlib.nullcontext()
         with seed_lock, self._weights_lock, torch.inference_mode():
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
             out = self.model.generate(**encoded, **kwargs)
         prompt_len = encoded["input_ids"].shape[1]
         new_tokens = out.sequences[:, prompt_len:]
@@ -345,6 +353,49 @@ class TransformersPolicy(Policy):
     def _decode(self, ids: list[int]) -> str:
         """Completion text without special tokens."""
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class _SeededSampler:
+    """Logits processor that turns greedy decoding into sampling at `temperature`/`top_p`, one seeded stream per row.
+
+        token = argmax_v ( z_v / T + g_v ),   g_v = -log(-log U_v),  U_v ~ Uniform(0, 1) from the row's generator
+
+    with z_v = -inf outside the top-p nucleus. The Gumbel-max trick: the argmax is distributed as
+    softmax(z / T) restricted to the nucleus, i.e. exactly the sample do_sample would draw.
+    """
+
+    def __init__(self, seeds: Sequence[int | None], temperature: float, top_p: float) -> None:
+        import torch
+
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive for sampling, got {temperature}")
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds if seed is not None]
+        if len(self.generators) != len(seeds):
+            raise ValueError("every row needs a seed")
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        z = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            z = _nucleus(z, self.top_p)
+        # Drawn on the CPU from each row's own generator, so a row's noise never depends on its batch.
+        uniform = torch.stack([torch.rand(z.shape[-1], generator=g) for g in self.generators]).to(z.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-12, max=1.0 - 1e-7)))
+        return z + gumbel
+
+
+def _nucleus(z: Any, top_p: float) -> Any:
+    """Logits with everything outside the smallest set of tokens of probability mass >= top_p set to -inf."""
+    import torch
+
+    ordered, order = torch.sort(z, descending=True, dim=-1)
+    mass = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+    drop = mass - torch.softmax(ordered, dim=-1) >= top_p  # the mass before a token already reaches top_p
+    ordered = ordered.masked_fill(drop, float("-inf"))
+    return torch.full_like(z, float("-inf")).scatter(-1, order, ordered)
 
 
 class _StopStrings:
