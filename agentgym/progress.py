@@ -18,11 +18,18 @@ from agentgym.types import Trajectory
 
 
 class RolloutProgress:
-    """Context manager whose `update(trajectory)` is a rollout-engine callback."""
+    """Context manager whose `update(trajectory)` is a rollout-engine callback: a bar on a terminal, else heartbeat lines."""
 
-    def __init__(self, total: int, description: str = "episodes", console: Console | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self, total: int, description: str = "episodes", console: Console | None = None, enabled: bool = True,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
         self.total = total
+        self.description = description
         self._console = console or Console(stderr=True)
+        # Off a terminal the bar draws nothing until it ends: a line at least every 30 s instead.
+        self._heartbeat = heartbeat or (Heartbeat(30.0, console=self._console) if enabled and not self._console.is_terminal else None)
+        self._tokens = 0
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("success {task.fields[success]}"), TextColumn("{task.fields[rate]} turns/s"),
@@ -39,11 +46,24 @@ class RolloutProgress:
         self._wins += bool(trajectory.success)
         self._turns += trajectory.num_turns
         self._errors += trajectory.error is not None
+        self._tokens += sum(u.completion_tokens for u in trajectory.turns)
         elapsed = max(time.perf_counter() - self._start, 1e-9)
+        if self._heartbeat is not None:
+            self._heartbeat.maybe(self.status_line)
         self._progress.update(
             self._task, advance=1, success=f"{self._wins / self._done:.2f}",
             rate=f"{self._turns / elapsed:.1f}", errors=self._errors,
         )
+
+    def status_line(self) -> str:
+        """Episodes done of all, success so far, tokens generated, time spent and left."""
+        elapsed = time.perf_counter() - self._start
+        parts = [f"{self.description}: {self._done}/{self.total} episodes",
+                 f"success {self._wins / self._done:.2f}" if self._done else "success -",
+                 f"{self._tokens} tokens generated", f"errors {self._errors}", f"{format_duration(elapsed)} elapsed"]
+        if self._done:
+            parts.append(f"about {format_duration(elapsed / self._done * (self.total - self._done))} left")
+        return " · ".join(parts)
 
     def __enter__(self) -> RolloutProgress:
         self._progress.start()

@@ -375,3 +375,15 @@ def test_asynchronous_rollouts_stay_within_the_staleness_bound(tiny_model_dir: P
     assert all(m["policy/tis_ratio_mean"] > 0 for m in metrics if m.get("train/samples"))
     evaluated = read_trajectories(run / "eval" / "step-000004" / "trajectories.jsonl")
     assert {t.policy.weights_step for t in evaluated} == {4}
+
+
+def test_the_trainers_heartbeat_line_says_where_the_run_is(tmp_path: Path) -> None:
+    trainer = Trainer(TrainConfig(env=TOY, steps=4), tmp_path / "run", show_progress=False)
+    assert trainer._status_line().startswith("train step 1/4: starting · 0 episodes, 0 tokens played")
+    trainer._phase = (2, "rollouts")
+    trainer._episodes, trainer._tokens = 40, 1234
+    trainer._last = {"rollout/success_rate": 0.5, "loss/policy": -0.0123}
+    trainer._step_seconds = [60.0, 80.0]
+    line = trainer._status_line()
+    assert "train step 3/4: rollouts · 40 episodes, 1234 tokens played" in line
+    assert "last step success 0.50, loss -0.0123" in line and "about 2m20s left" in line
