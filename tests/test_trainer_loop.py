@@ -120,11 +120,13 @@ def _agentgym(*args: str, **kwargs: object) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", script, *args], cwd=Path(__file__).parents[1], **kwargs)  # type: ignore[call-overload]
 
 
-def test_resume_after_kill_9_loses_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("staleness", [0, 1], ids=["sync", "async"])
+def test_resume_after_kill_9_loses_nothing(tiny_model_dir: Path, tmp_path: Path, staleness: int) -> None:
     run = tmp_path / "run"
     args = ["train", "--env", TOY, "--model", str(tiny_model_dir), "--rollout", "inprocess", "--steps", "4",
             "--out", str(run), "--quiet", "tasks_per_step=2", "samples_per_task=4", "eval_episodes=0",
             "rollout.sampling.max_tokens=6", "update.precision=fp32", "update.lr=1e-3",
+            f"rollout.max_staleness={staleness}",
             # Slow episodes, so the kill lands in the middle of a step's rollouts.
             "env_kwargs.turns=3"]
     proc = _agentgym(*args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -161,6 +163,9 @@ def test_resume_after_kill_9_loses_nothing(tiny_model_dir: Path, tmp_path: Path)
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
     assert len(lines) >= 4
+    for number in range(1, 5):  # every batch within the staleness bound, resumed or not
+        versions = {t.policy.weights_step for t in read_trajectories(run / "trajectories" / f"step-{number:06d}.jsonl")}
+        assert versions and all(number - 1 - staleness <= v <= number - 1 for v in versions), (number, versions)
 
 
 def test_plot_command_writes_pngs(tiny_model_dir: Path, tmp_path: Path) -> None:
