@@ -210,9 +210,9 @@ class Trainer:
         if cfg.rollout_backend == "inprocess":
             from agentgym.policies.transformers_local import TransformersPolicy
 
-            # The trainer's device; bfloat16 only where that device computes it natively.
             policy = TransformersPolicy(
-                str(trainable.model_dir), dtype="auto", device=str(trainable.device), max_batch_size=cfg.rollout.concurrency,
+                str(trainable.model_dir), dtype=cfg.inprocess_dtype, device=str(trainable.device),
+                max_batch_size=cfg.rollout.concurrency,
             )
             policy.load()
             yield policy, InProcessSync(policy)
