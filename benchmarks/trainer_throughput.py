@@ -172,6 +172,8 @@ def main() -> None:
                         help="Comma-separated precisions to time (default fp32,bf16-autocast; emulated bf16 is skipped "
                              "unless named here).")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default torch's); 1 keeps timings steadier on a machine others share.")
     parser.add_argument("--steps", type=int, default=3, help="Timed steps per round and side.")
     parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds of (agentgym, bare).")
     parser.add_argument("--skip-phases", action="store_true", help="Only the throughput comparison.")
@@ -179,6 +181,8 @@ def main() -> None:
     parser.add_argument("--phase-steps", type=int, default=2)
     parser.add_argument("--rollout", default="inprocess", choices=["inprocess", "vllm"])
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     args.explicit_precisions = args.precisions is not None
     args.precisions = args.precisions or "fp32,bf16-autocast"
     throughput(args)
