@@ -23,7 +23,10 @@ class PolicyConfig(BaseModel):
     model: str | None = Field(None, description="Alias (smollm2-135m), HF directory, .gguf file, or the served model name.")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
     api_key: str | None = Field(None, description="API key for base_url, if the server wants one.")
-    dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="In-process model precision.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="In-process model dtype; auto: bfloat16 where the hardware computes it natively, else float32."
+    )
+    device: str = Field("auto", description="In-process model device: auto | cpu | cuda | cuda:N.")
     max_batch_size: int = Field(8, ge=1, description="In-process policy: requests batched into one generate call.")
 
     @model_validator(mode="after")

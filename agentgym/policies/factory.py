@@ -17,4 +17,4 @@ def build_policy(cfg: PolicyConfig) -> Policy:
         return OpenAIPolicy(str(cfg.base_url), str(cfg.model), cfg.api_key)  # both present: PolicyConfig checks
     from agentgym.policies.transformers_local import TransformersPolicy
 
-    return TransformersPolicy(str(cfg.model), dtype=cfg.dtype, max_batch_size=cfg.max_batch_size)
+    return TransformersPolicy(str(cfg.model), dtype=cfg.dtype, device=cfg.device, max_batch_size=cfg.max_batch_size)
