@@ -66,10 +66,9 @@ def _scored(max_draws: int, draws: Sequence[dict[str, Sequence[float]]]) -> tupl
         return [_traj(g, r, i) for g, rewards in draws[draw].items() for i, r in enumerate(rewards)]
 
     trainer._collect = collect  # type: ignore[method-assign]
-    timings: dict[str, float] = {}
-    kept, advantages, played, made = asyncio.run(trainer._collect_scored(0, [], None, timings))  # type: ignore[arg-type]
-    assert asked == list(range(made)) and timings["time/rollout"] >= 0
-    return [t.trajectory_id for t in kept], advantages, len(played), made
+    batch = asyncio.run(trainer._collect_scored(0, [], None))  # type: ignore[arg-type]
+    assert asked == list(range(batch.draws)) and batch.timings["time/rollout"] >= 0 and batch.excluded_errors == 0
+    return [t.trajectory_id for t in batch.trajectories], batch.advantages, len(batch.played), batch.draws
 
 
 def test_a_step_draws_until_enough_groups_disagree_and_keeps_only_those() -> None:
