@@ -428,8 +428,12 @@ def _post(
     what: str,
     missing_hint: str | None = None,
     failure_hint: str = "",
-) -> httpx.Response:
-    """POST `payload` to `url`; WeightSyncError with a one-line reason on network errors, timeouts and non-2xx."""
+    optional: bool = False,
+) -> httpx.Response | None:
+    """POST `payload` to `url`; WeightSyncError with a one-line reason on network errors, timeouts and non-2xx.
+
+    With `optional`, a route the server does not have returns None instead of failing.
+    """
     try:
         response = client.post(url, json=payload)
     except httpx.TimeoutException as exc:
@@ -441,6 +445,8 @@ def _post(
             f"{what}: cannot reach the vLLM server at {url} "
             f"({_one_line(str(exc)) or type(exc).__name__}); is it running?"
         ) from exc
+    if optional and _route_missing(response):
+        return None
     if missing_hint is not None and _route_missing(response):
         raise WeightSyncError(f"{what}: POST {url} returned 404: {missing_hint}")
     if response.is_error:
@@ -546,26 +552,9 @@ class VLLMReloadSync(WeightSync):
 
     def _pause(self) -> bool:
         """Pause generation once the requests in flight are done; False where the server has no /pause route."""
-        url = f"{self.root}/pause"
-        try:
-            response = self._client.post(url, params={"mode": "wait"})
-        except httpx.TimeoutException as exc:
-            raise WeightSyncError(
-                f"pausing generation before a weight reload: no answer from {url} within {self._client.timeout.read} s"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise WeightSyncError(
-                f"pausing generation before a weight reload: cannot reach the vLLM server at {url} "
-                f"({_one_line(str(exc)) or type(exc).__name__}); is it running?"
-            ) from exc
-        if _route_missing(response):
-            return False  # an older server: reload as before, without the pause
-        if response.is_error:
-            raise WeightSyncError(
-                f"pausing generation before a weight reload: {self.root}/pause returned HTTP {response.status_code}: "
-                f"{_error_text(response)}"
-            )
-        return True
+        response = _post(self._client, f"{self.root}/pause?mode=wait", None,
+                         what="pausing generation before a weight reload", optional=True)
+        return response is not None  # None: an older server, reloaded as before without the pause
 
     def reset_prefix_cache(self, attempts: int = 20) -> None:
         """POST /reset_prefix_cache until it succeeds (it refuses while running requests hold blocks)."""
