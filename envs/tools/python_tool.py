@@ -5,21 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from agentgym.env import EpisodeStart, StepOutcome, TextEnv
 from agentgym.envs.tools.python_tasks import ToolTask, generate_tasks
-from agentgym.tool_calls import ToolCall, ToolCallError, function_schema, parse_tool_call, render_tool_call
+from agentgym.tool_calls import ToolCall, ToolCallError, parse_tool_call, render_tool_call
+from agentgym.tools import Toolbox, tool
 from agentgym.errors import EnvConfigError
 from agentgym.sandboxes.base import Sandbox
 from agentgym.sandboxes.output import CappedOutput
 from agentgym.sandboxes.pool import SandboxPool, shared_pool
 from agentgym.sandboxes.spec import SANDBOX_PYTHON, ExecResult, SandboxSpec
-
-TOOLS = [
-    function_schema("python", "Run a Python 3 program in your sandbox and see what it prints.",
-                    {"code": ("string", "The program; print what you want to see.")}),
-    function_schema("shell", "Run a shell command in your sandbox (working directory /workspace).",
-                    {"command": ("string", "The command line, run by sh.")}),
-    function_schema("submit", "Give your final answer; this ends the episode.",
-                    {"answer": ("string", "The answer: a single integer.")}),
-]
 
 CALL_EXAMPLE = '<tool_call>{"name": "python", "arguments": {"code": "print(2 + 2)"}}</tool_call>'
 INSTRUCTIONS = (
@@ -79,6 +71,7 @@ class PythonToolEnv(TextEnv):
         self._pool: SandboxPool | None = None
         self._sandbox: Sandbox | None = None
         self._task: ToolTask | None = None
+        self.tools = Toolbox(self)
 
     def task_ids(self) -> Sequence[str]:
         """One task per generated question."""
@@ -96,45 +89,68 @@ class PythonToolEnv(TextEnv):
             render_tool_call(ToolCall("submit", {"answer": str(self._task.answer)})),
         ]
         return EpisodeStart(
-            observation=self._task.question, instructions=INSTRUCTIONS, tools=TOOLS,
+            observation=self._task.question, instructions=INSTRUCTIONS, tools=self.tools.schemas(),
             info={"walkthrough": walkthrough, "sandbox_id": self._sandbox.id},
         )
 
     def act(self, action: str) -> StepOutcome:
         """Run the tool the reply calls; a submit ends the episode."""
-        assert self._sandbox is not None and self._task is not None
+        if self._sandbox is None or self._task is None:
+            raise RuntimeError("act() before start(): reset the env first")
         try:
             call = parse_tool_call(action)
         except ToolCallError as exc:
             return self._invalid(f"{exc}. Reply with exactly one tool call, such as {CALL_EXAMPLE}")
-        if call.name == "submit":
-            submitted = str(call.arguments.get("answer", ""))
-            correct = normalise_answer(submitted) == self._task.answer
-            text = "Correct." if correct else f"Submitted {submitted.strip()[:100]!r}: that is not the answer."
-            return StepOutcome(observation=text, reward=1.0 if correct else 0.0, terminated=True, success=correct,
-                               signals={"valid_action": True, "tool": "submit", "correct": correct})
-        if call.name == "python":
-            code = call.arguments.get("code")
-            if not isinstance(code, str) or not code.strip():
-                return self._invalid("python needs a non-empty string argument 'code'.")
-            result = self._sandbox.exec([SANDBOX_PYTHON, "-c", code])
-        elif call.name == "shell":
-            command = call.arguments.get("command")
-            if not isinstance(command, str) or not command.strip():
-                return self._invalid("shell needs a non-empty string argument 'command'.")
-            result = self._sandbox.exec(command)
-        else:
-            return self._invalid(f"unknown tool {call.name!r}; the tools are python, shell and submit.")
-        return StepOutcome(
-            observation=self._describe(result),
-            signals={"valid_action": True, "tool": call.name, "exit_code": result.exit_code,
-                     "timed_out": result.timed_out, "oom_killed": result.oom_killed},
-        )
+        try:
+            return self.tools.call(call)
+        except ToolCallError as exc:
+            return self._invalid(str(exc))
+
+    @tool(example={"code": "print(2 + 2)"})
+    def python(self, code: str) -> StepOutcome:
+        """Run a Python 3 program in your sandbox and see what it prints.
+
+        Args:
+            code: The program; print what you want to see.
+        """
+        if not code.strip():
+            raise ToolCallError("python needs a non-empty string argument 'code'.")
+        return self._ran("python", self._sandbox.exec([SANDBOX_PYTHON, "-c", code]))
+
+    @tool(example={"command": "ls -la"})
+    def shell(self, command: str) -> StepOutcome:
+        """Run a shell command in your sandbox (working directory /workspace).
+
+        Args:
+            command: The command line, run by sh.
+        """
+        if not command.strip():
+            raise ToolCallError("shell needs a non-empty string argument 'command'.")
+        return self._ran("shell", self._sandbox.exec(command))
+
+    @tool(example={"answer": "42"})
+    def submit(self, answer: str) -> StepOutcome:
+        """Give your final answer; this ends the episode.
+
+        Args:
+            answer: The answer: a single integer.
+        """
+        correct = normalise_answer(answer) == self._task.answer
+        text = "Correct." if correct else f"Submitted {answer.strip()[:100]!r}: that is not the answer."
+        return StepOutcome(observation=text, reward=1.0 if correct else 0.0, terminated=True, success=correct,
+                           signals={"valid_action": True, "tool": "submit", "correct": correct})
 
     def close(self) -> None:
         """Give the episode's sandbox back to the pool."""
         self._release()
         super().close()
+
+    def _ran(self, tool_name: str, result: ExecResult) -> StepOutcome:
+        return StepOutcome(
+            observation=self._describe(result),
+            signals={"valid_action": True, "tool": tool_name, "exit_code": result.exit_code,
+                     "timed_out": result.timed_out, "oom_killed": result.oom_killed},
+        )
 
     def _invalid(self, message: str) -> StepOutcome:
         return StepOutcome(observation=message, signals={"valid_action": False})
