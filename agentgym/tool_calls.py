@@ -24,22 +24,6 @@ class ToolCallError(ValueError):
     """A reply that holds no usable tool call; the message tells the agent what to send instead."""
 
 
-def function_schema(name: str, description: str, parameters: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    """An OpenAI function-calling schema; `parameters` maps each required argument to (JSON type, description)."""
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {
-                "type": "object",
-                "properties": {k: {"type": t, "description": d} for k, (t, d) in parameters.items()},
-                "required": list(parameters),
-            },
-        },
-    }
-
-
 def parse_tool_call(text: str) -> ToolCall:
     """The first tool call in `text`.
 
