@@ -438,6 +438,9 @@ class Trainer:
                 if t.error is None:
                     done[(t.group_id, t.sample_index)] = t
         todo = [j for j in jobs if (j.group_id, j.sample_index) not in done]
+        reused = len(jobs) - len(todo)
+        if reused:
+            self.console.print(f"step {step + 1}: reusing {reused} of {len(jobs)} episodes finished before the restart ({path.name})")
         if todo:
             with TrajectoryWriter(path) as writer:
                 engine = RolloutEngine(
