@@ -1,0 +1,1 @@
+"""SWE-bench-style tasks: instances, per-repo environment specs, and grading with swebench's own parsers."""
