@@ -7,11 +7,12 @@ when an engine answers and bubblewrap otherwise.
 from agentgym.sandboxes.base import Sandbox, SandboxBackend, SandboxClosedError, SandboxError, SandboxInfo, SnapshotUnsupportedError
 from agentgym.sandboxes.factory import available_backends, create_sandbox, get_backend
 from agentgym.sandboxes.output import CappedOutput
-from agentgym.sandboxes.spec import ExecResult, SandboxSpec
+from agentgym.sandboxes.spec import ExecResult, RepoMount, SandboxSpec
 
 __all__ = [
     "CappedOutput",
     "ExecResult",
+    "RepoMount",
     "Sandbox",
     "SandboxBackend",
     "SandboxClosedError",

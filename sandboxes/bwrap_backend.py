@@ -2,9 +2,11 @@
 
 A sandbox is a directory `cache_root()/sandboxes/bwrap/<id>/` holding `owner.json` (who made it, for gc),
 `fs/` (a size-limited tmpfs mounted on the host: `work/` is bound at the spec's workdir, `tmp/` at /tmp,
-`shm/` at /dev/shm, so disk_mb bounds all three) and `snapshots/`. The rest of the filesystem is a
-read-only view: the spec's rootfs, or the host's /usr, /etc and the /bin, /lib links, nothing else, plus
-a sysfs shared by all sandboxes (host_mounts.SHARED_DIR) whose only network device is a loopback.
+`shm/` at /dev/shm and `repo/` at the spec's repo.path, so disk_mb bounds them all) and `snapshots/`.
+The repository is unpacked from its pristine tar (repo_source.py) at creation and at every reset. The
+rest of the filesystem is a read-only view (rootfs.py): the spec's rootfs, or /usr, /etc and the /bin,
+/lib links of the project's Debian root (or of the host), nothing else, plus a sysfs shared by all
+sandboxes (host_mounts.SHARED_DIR) whose only network device is a loopback.
 
 Commands run as the spec's uid/gid with no capabilities (bwrap as root, then setpriv), under a seccomp
 filter close to Docker's default (seccomp.py), in the sandbox's memory/pids/cpu cgroups (cgroups.py).
@@ -33,6 +35,8 @@ from agentgym.sandboxes.cgroups import CgroupSet
 from agentgym.sandboxes.host_mounts import mount_tmpfs
 from agentgym.sandboxes.messages import last_line, warn_once
 from agentgym.sandboxes.owner import Owner, current_owner
+from agentgym.sandboxes.repo_source import PristineTar, pristine_tar
+from agentgym.sandboxes.rootfs import RootView, root_view
 from agentgym.sandboxes.spec import SandboxSpec
 
 ID_PREFIX = "bw-"
@@ -61,24 +65,34 @@ class BwrapBackend(SandboxBackend):
         if reason:
             raise SandboxError(f"cannot create a bubblewrap sandbox: {reason}")
         privileged = os.geteuid() == 0
-        if spec.rootfs is not None and not Path(spec.rootfs).is_dir():
-            raise SandboxError(f"rootfs {str(spec.rootfs)!r} is not a directory")
+        view = root_view(spec.rootfs)
         if privileged:
-            setpriv_path(spec.rootfs)
+            setpriv_path(view.base)
         if spec.image is not None:
             warn_once(f"bwrap sandboxes ignore spec.image ({spec.image!r}): they run on spec.rootfs, "
-                      "or on the host's read-only /usr and /etc")
+                      "or on the project's Debian root (see sandboxes/rootfs.py)")
+        repo = repo_tar(spec, view)
         sandbox_id = f"{ID_PREFIX}{secrets.token_hex(6)}"
         directory = sandboxes_root() / sandbox_id
         directory.mkdir()
         try:
-            return self._prepare(spec, sandbox_id, directory, privileged)
+            sandbox = self._prepare(spec, sandbox_id, directory, privileged, view, repo)
         except BaseException:
+            if repo is not None:
+                repo.close()
             with contextlib.suppress(Exception):
                 teardown(directory, sandbox_id)
             raise
+        try:
+            sandbox.seed_repo()
+        except BaseException:
+            sandbox.close()
+            raise
+        return sandbox
 
-    def _prepare(self, spec: SandboxSpec, sandbox_id: str, directory: Path, privileged: bool) -> BwrapSandbox:
+    def _prepare(
+        self, spec: SandboxSpec, sandbox_id: str, directory: Path, privileged: bool, view: RootView, repo: PristineTar | None
+    ) -> BwrapSandbox:
         # The owner file comes first, so that gc finds this sandbox even if this process dies mid-way.
         owner = current_owner()
         record = {"id": sandbox_id, "labels": owner.labels(), "created": time.time(), "spec_key": spec.key()}
@@ -100,7 +114,7 @@ class BwrapBackend(SandboxBackend):
         else:
             warn_once(f"bwrap sandboxes: no cgroups ({reason}); limits fall back to rlimits "
                       "(memory as address space, no CPU limit, no OOM report)")
-        return BwrapSandbox(spec, sandbox_id, directory, tmpfs, group)
+        return BwrapSandbox(spec, sandbox_id, directory, tmpfs, group, view, repo)
 
     def list(self) -> list[SandboxInfo]:
         """Every bubblewrap sandbox of this machine, from the owner files under the cache directory."""
@@ -134,6 +148,32 @@ class BwrapBackend(SandboxBackend):
         if not _ID_RE.match(sandbox_id):
             raise SandboxError(f"bad sandbox id {sandbox_id!r}")
         teardown(sandboxes_root() / sandbox_id, sandbox_id)
+
+
+def repo_tar(spec: SandboxSpec, view: RootView) -> PristineTar | None:
+    """The pristine tar of the spec's repository: from repo.source, or what the sandbox's root holds at repo.path."""
+    repo = spec.repo
+    if repo is None:
+        return None
+    source = repo.source
+    if source is None:
+        source = view.base / repo.path.lstrip("/")
+        if view.names is not None or not source.is_dir():
+            raise SandboxError(f"repo.source is not set and {view.label} has no directory {repo.path}; "
+                               "name the pristine repository's host directory or tar archive in repo.source")
+    elif view.names is None:
+        # A spec rootfs binds its top-level entries read-only; bwrap cannot make a mount point inside one.
+        top = view.base / repo.path.lstrip("/").split("/", 1)[0]
+        if top.is_dir() and not (view.base / repo.path.lstrip("/")).is_dir():
+            raise SandboxError(f"rootfs {view.base} has {top.name}/ but no {repo.path} to mount the repository on; "
+                               f"create that directory in the rootfs")
+    tar = pristine_tar(source)
+    try:
+        tar.check_fits(spec.disk_mb, repo.path)
+    except SandboxError:
+        tar.close()
+        raise
+    return tar
 
 
 _probe_result: list[str | None] = []

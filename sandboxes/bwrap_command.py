@@ -7,19 +7,17 @@ from pathlib import Path
 
 from agentgym.sandboxes.base import SandboxError
 from agentgym.sandboxes.host_mounts import shared_sysfs
+from agentgym.sandboxes.rootfs import RootView
 from agentgym.sandboxes.spec import SandboxSpec
 
-# Host directories a sandbox sees (read-only) when its spec names no rootfs; /root, /home, /run, /var,
-# /tmp, /work and the host's /proc and /sys stay out of sight.
-HOST_VIEW = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 # Top-level entries of a rootfs that bwrap mounts itself (or that must not come from the rootfs).
 ROOTFS_SKIP = {"proc", "dev", "sys", "tmp"}
 
 
-def root_view(rootfs: Path | None) -> list[str]:
-    """bwrap arguments that build a read-only `/` from a rootfs or from a few host directories."""
-    base = Path(rootfs) if rootfs else Path("/")
-    names = HOST_VIEW if rootfs is None else sorted(p.name for p in base.iterdir() if p.name not in ROOTFS_SKIP)
+def root_args(view: RootView) -> list[str]:
+    """bwrap arguments that build a read-only `/` from a root view (its chosen top-level entries, or all)."""
+    base = view.base
+    names = view.names if view.names is not None else sorted(p.name for p in base.iterdir() if p.name not in ROOTFS_SKIP)
     args: list[str] = []
     for name in names:
         path = base / name
@@ -31,16 +29,15 @@ def root_view(rootfs: Path | None) -> list[str]:
     return args
 
 
-def setpriv_path(rootfs: Path | None) -> str:
-    """Where setpriv is inside the sandbox (util-linux; essential in Debian, so also in Debian rootfses)."""
-    base = Path(rootfs) if rootfs else Path("/")
+def setpriv_path(base: Path) -> str:
+    """Where setpriv is inside a sandbox whose root is `base` (util-linux; essential in Debian, so in its roots too)."""
     for candidate in ("usr/bin/setpriv", "bin/setpriv"):
         if (base / candidate).exists():
             return f"/{candidate}"
     raise SandboxError(f"setpriv not found in {base}; install util-linux there (apt-get install util-linux)")
 
 
-def sandbox_args(spec: SandboxSpec, fs: Path, privileged: bool) -> list[str]:
+def sandbox_args(spec: SandboxSpec, fs: Path, privileged: bool, view: RootView) -> list[str]:
     """The bwrap options every exec of a sandbox shares; `fs` holds its writable trees on the host."""
     args = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", "agentgym"]
@@ -51,7 +48,7 @@ def sandbox_args(spec: SandboxSpec, fs: Path, privileged: bool) -> list[str]:
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     else:
         args += ["--unshare-user", "--uid", str(spec.uid), "--gid", str(spec.gid)]
-    args += root_view(spec.rootfs)
+    args += root_args(view)
     sysfs = shared_sysfs(spec.network)
     if sysfs is not None:
         args += ["--ro-bind", str(sysfs), "/sys"]
@@ -59,12 +56,14 @@ def sandbox_args(spec: SandboxSpec, fs: Path, privileged: bool) -> list[str]:
              "--bind", str(fs / "tmp"), "/tmp",
              "--bind", str(fs / "shm"), "/dev/shm",
              "--bind", str(fs / "work"), spec.workdir]
+    if spec.repo is not None and spec.repo.path != spec.workdir:
+        args += ["--bind", str(fs / "repo"), spec.repo.path]
     return args
 
 
-def drop_privileges(spec: SandboxSpec, privileged: bool) -> list[str]:
+def drop_privileges(spec: SandboxSpec, privileged: bool, view: RootView) -> list[str]:
     """The command prefix that turns bwrap's root child into the sandbox user with no capabilities."""
     if not privileged:
         return []  # an unprivileged bwrap already runs the command as the caller, without capabilities
-    return [setpriv_path(spec.rootfs), "--reuid", str(spec.uid), "--regid", str(spec.gid), "--clear-groups",
+    return [setpriv_path(view.base), "--reuid", str(spec.uid), "--regid", str(spec.gid), "--clear-groups",
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from agentgym.sandboxes.base import SandboxError
 from agentgym.sandboxes.cgroups import CgroupSet
@@ -135,8 +136,12 @@ def spawn(
     seccomp: bytes | None,
     confine: Callable[[int], None],
     cgroups: CgroupSet | None,
+    stdin_file: IO[bytes] | None = None,
 ) -> tuple[BwrapRun, int]:
-    """Start bwrap, let `command` run once `confine` has limited its child; the run and the OOM kills before it."""
+    """Start bwrap, let `command` run once `confine` has limited its child; the run and the OOM kills before it.
+
+    `stdin_file` (a real file) becomes the command's stdin as it is, so a large archive is never copied through us.
+    """
     info_r, info_w = os.pipe()
     block_r, block_w = os.pipe()
     passed = [info_w, block_r]
@@ -151,7 +156,7 @@ def spawn(
             args += ["--seccomp", str(seccomp_r)]
         proc = subprocess.Popen(
             [*args, "--", *command],
-            stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+            stdin=stdin_file if stdin_file is not None else subprocess.PIPE if with_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,

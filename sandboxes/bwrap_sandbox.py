@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import IO
 
 from agentgym.sandboxes.base import Sandbox, SandboxClosedError, SandboxError
 from agentgym.sandboxes.bwrap_command import drop_privileges, sandbox_args
@@ -35,6 +36,8 @@ from agentgym.sandboxes.host_files import HostFiles
 from agentgym.sandboxes.host_mounts import mount_tmpfs, unmount_all
 from agentgym.sandboxes.messages import log
 from agentgym.sandboxes.output import CappedOutput
+from agentgym.sandboxes.repo_source import PristineTar
+from agentgym.sandboxes.rootfs import RootView
 from agentgym.sandboxes.seccomp import seccomp_program
 from agentgym.sandboxes.spec import SandboxSpec
 
@@ -64,8 +67,11 @@ def teardown(directory: Path, sandbox_id: str) -> None:
 
 
 def make_subdirs(fs: Path, spec: SandboxSpec, privileged: bool) -> None:
-    """Make the writable trees (workdir, /tmp, /dev/shm) under `fs`, owned by the sandbox user when root."""
-    for sub, mode in SUBDIRS.items():
+    """Make the writable trees (workdir, /tmp, /dev/shm, the repository) under `fs`, owned by the sandbox user when root."""
+    subdirs = dict(SUBDIRS)
+    if spec.repo is not None and spec.repo.path != spec.workdir:
+        subdirs["repo"] = 0o755
+    for sub, mode in subdirs.items():
         path = fs / sub
         path.mkdir(exist_ok=True)
         os.chmod(path, mode)
@@ -91,8 +97,19 @@ class BwrapSandbox(Sandbox):
 
     backend = "bwrap"
 
-    def __init__(self, spec: SandboxSpec, sandbox_id: str, directory: Path, tmpfs: bool, group: CgroupSet | None) -> None:
+    def __init__(
+        self,
+        spec: SandboxSpec,
+        sandbox_id: str,
+        directory: Path,
+        tmpfs: bool,
+        group: CgroupSet | None,
+        view: RootView,
+        repo: PristineTar | None = None,
+    ) -> None:
         super().__init__(spec, sandbox_id)
+        self.view = view
+        self._repo = repo
         self.dir = directory
         self.fs = directory / "fs"
         self._tmpfs = tmpfs
@@ -123,16 +140,21 @@ class BwrapSandbox(Sandbox):
         cwd: str,
         env: Mapping[str, str] | None,
         deadline: float,
-        stdin: bytes | None,
+        stdin: bytes | IO[bytes] | None,
         out: Sink,
         err: Sink,
     ) -> tuple[int, bool, bool]:
-        """Run argv to its end or the deadline; returns (exit code, timed out, OOM-killed)."""
+        """Run argv to its end or the deadline; returns (exit code, timed out, OOM-killed).
+
+        `stdin` as bytes is fed through a pipe; as a file, the command reads it directly.
+        """
         self._check_open()
         start = time.monotonic()
         limit = deadline - start
+        stdin_file = None if stdin is None or isinstance(stdin, (bytes, bytearray)) else stdin
+        stdin_bytes = None if stdin_file is not None else stdin
         try:
-            run, oom_before = self._spawn(argv, cwd, self._environment(env), stdin is not None)
+            run, oom_before = self._spawn(argv, cwd, self._environment(env), stdin_bytes is not None, stdin_file)
         except OSError as exc:
             if self.closed:
                 raise SandboxClosedError(f"sandbox {self.id} was closed") from exc
@@ -140,7 +162,7 @@ class BwrapSandbox(Sandbox):
         with self._lock:
             self._runs.add(run)
         try:
-            timed_out = pump(run, stdin, out, err, start + limit)
+            timed_out = pump(run, stdin_bytes, out, err, start + limit)
             # Popen.wait(timeout) polls with growing sleeps; a pidfd says at once when bwrap has exited.
             if not wait_exit(run.proc.pid, max(0.05, start + limit - time.monotonic())):
                 timed_out = True  # killed already, or it closed its output but kept running
@@ -177,11 +199,13 @@ class BwrapSandbox(Sandbox):
         env.update({str(k): str(v) for k, v in (extra or {}).items()})
         return env
 
-    def _spawn(self, argv: list[str], cwd: str, env: dict[str, str], with_stdin: bool) -> tuple[BwrapRun, int]:
+    def _spawn(
+        self, argv: list[str], cwd: str, env: dict[str, str], with_stdin: bool, stdin_file: IO[bytes] | None = None
+    ) -> tuple[BwrapRun, int]:
         """Start bwrap for argv in `cwd`, confined to this sandbox's limits before the command runs."""
         bwrap_args = [self._bwrap, *self._static_args, "--chdir", cwd]
         command = [*self._drop_privileges, *argv]
-        return spawn(bwrap_args, command, env, with_stdin, _SECCOMP, self._confine, self._cgroups)
+        return spawn(bwrap_args, command, env, with_stdin, _SECCOMP, self._confine, self._cgroups, stdin_file=stdin_file)
 
     def _confine(self, pid: int) -> None:
         """Put the sandboxed child into the cgroups (or give it rlimits) while it waits on the block fd."""
@@ -202,12 +226,12 @@ class BwrapSandbox(Sandbox):
     @cached_property
     def _static_args(self) -> list[str]:
         """The bwrap options every exec of this sandbox shares."""
-        return sandbox_args(self.spec, self.fs, self._privileged)
+        return sandbox_args(self.spec, self.fs, self._privileged, self.view)
 
     @cached_property
     def _drop_privileges(self) -> list[str]:
         """The command prefix that turns bwrap's root child into the sandbox user with no capabilities."""
-        return drop_privileges(self.spec, self._privileged)
+        return drop_privileges(self.spec, self._privileged, self.view)
 
     # --- files ---
     def write_file(self, path: str, data: bytes | str) -> None:
@@ -235,9 +259,9 @@ class BwrapSandbox(Sandbox):
         parent, base = os.path.split(target)
         return self._internal(["tar", "-c", "-f", "-", "-C", parent or "/", "--", base], None, f"cannot archive {path!r}")
 
-    def _internal(self, argv: list[str], stdin: bytes | None, what: str) -> bytes:
+    def _internal(self, argv: list[str], stdin: bytes | IO[bytes] | None, what: str, timeout: float | None = None) -> bytes:
         out, err = ByteSink(), CappedOutput(1 << 16)
-        code, timed_out, _ = self._run(argv, "/", None, self.exec_deadline(None), stdin, out, err)
+        code, timed_out, _ = self._run(argv, "/", None, self.exec_deadline(timeout), stdin, out, err)
         if code != 0 or timed_out:
             detail = "; ".join(err.text().strip().splitlines())[:500]
             reason = "timed out" if timed_out else (detail or f"exit status {code}")
@@ -270,16 +294,34 @@ class BwrapSandbox(Sandbox):
                 shutil.rmtree(self.fs / sub, ignore_errors=True)
         make_subdirs(self.fs, self.spec, self._privileged)
 
+    def seed_repo(self) -> None:
+        """Unpack the repository's pristine tar into its (empty) tree, as the sandbox user; nothing without a repo."""
+        if self._repo is None or self.spec.repo is None:
+            return
+        path = self.spec.repo.path
+        argv = ["tar", "-x", "-p", "-f", "-", "-C", path]
+        if self._repo.strip:
+            argv.append(f"--strip-components={self._repo.strip}")
+        with self._repo.open() as source:
+            try:
+                # Unpacked inside the sandbox: its files are the user's, and no link in it can reach the host.
+                self._internal(argv, source, f"cannot unpack the repository into {path}",
+                               timeout=max(self.spec.exec_timeout_s, COPY_TIMEOUT_S))
+            except SandboxError as exc:
+                hint = f" (the disk limit is {self.spec.disk_mb} MB)" if "No space left" in str(exc) else ""
+                raise SandboxError(f"{exc}{hint}") from exc
+
     def reset(self) -> None:
-        """Back to the state the sandbox was created in, or to its last restored snapshot."""
+        """Back to the state the sandbox was created in (the repository pristine again), or its last restored snapshot."""
         self._check_open()
         if self._restore_point is not None:
             self.restore(self._restore_point)
         else:
             self._clear()
+            self.seed_repo()
 
     def snapshot(self) -> str:
-        """Copy the writable trees (workdir, /tmp, /dev/shm) to the sandbox's directory; returns the snapshot id."""
+        """Copy the writable trees (workdir, /tmp, /dev/shm, the repository) to the sandbox's directory; returns its id."""
         self._check_open()
         snap_id = f"snap-{secrets.token_hex(6)}"
         dest = self.dir / "snapshots" / snap_id
@@ -298,5 +340,9 @@ class BwrapSandbox(Sandbox):
         self._restore_point = snapshot_id
 
     def _close(self) -> None:
-        self._kill_everything()
-        teardown(self.dir, self.id)
+        try:
+            self._kill_everything()
+            teardown(self.dir, self.id)
+        finally:
+            if self._repo is not None:
+                self._repo.close()

@@ -1,4 +1,4 @@
-"""`agentgym sandbox ...`: build sandbox images offline, list every sandbox of this machine, remove orphans."""
+"""`agentgym sandbox ...`: build sandbox images and the bubblewrap root offline, list every sandbox, remove orphans."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ def build_image_command(
     tag = build_image(name, python=python, pip=pip or [], apt=apt or [], force=force, client=client)
     image = client.images.get(tag)
     _out.print(f"{tag} {image.id} ({time.monotonic() - started:.1f}s)", highlight=False)
+
+
+@sandbox_app.command("prepare-rootfs")
+def prepare_rootfs_command() -> None:
+    """Make the Debian root bubblewrap sandboxes run on (debootstrap once, then unpacked); a no-op when it is ready."""
+    from agentgym.sandboxes.rootfs import project_rootfs
+
+    started = time.monotonic()
+    root = project_rootfs()
+    _out.print(f"{root} ({time.monotonic() - started:.1f}s)", highlight=False)
 
 
 @sandbox_app.command("ls")

@@ -13,8 +13,12 @@ How the limits hold (see docs/sandboxes.md):
   command that floods its output. Every call into the engine has a deadline; a kill not confirmed within
   a few seconds makes the sandbox replace its container.
 - Files go in and out through `tar`/`cat` execs: the engine's archive API cannot write into a read-only
-  container and does not see tmpfs mounts. snapshot() is therefore a tar of the workdir and /tmp kept on
-  the host (a `docker commit` would capture nothing: the root filesystem is read-only).
+  container and does not see tmpfs mounts. snapshot() is therefore a tar of the workdir, /tmp and the
+  repository kept on the host (a `docker commit` would capture nothing: the root filesystem is read-only).
+- A spec's repository (`repo`) is one more tmpfs (exec allowed) at repo.path, unpacked at every start from
+  its pristine tar: the image's own files at that path (read once per image beneath the tmpfs, like the
+  workdir's) or repo.source packed on the host. reset() is a fresh container, so the repository comes
+  back pristine whatever the agent did to it, .git included.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from agentgym.sandboxes.docker_oom import find_oom_file, read_oom_kills
 from agentgym.sandboxes.messages import last_line, one_line
 from agentgym.sandboxes.output import CappedOutput
 from agentgym.sandboxes.owner import current_owner
+from agentgym.sandboxes.repo_source import PristineTar, pristine_tar
 from agentgym.sandboxes.spec import SandboxSpec
 
 if TYPE_CHECKING:
@@ -55,6 +60,9 @@ _KILL_GRACE_S = 5.0
 _CONTROL_TIMEOUT_S = 5
 # How long the engine may take to record an exec's exit code after its stream ended.
 _EXIT_CODE_WAIT_S = 2.0
+# The longest unpacking (or packing, for a snapshot) a repository may take: a few hundred MB for SWE-bench's
+# largest, whatever exec_timeout_s is.
+SEED_TIMEOUT_S = 300.0
 _REPLACED_NOTE = "\n[agentgym: the timed-out command could not be killed in place; sandbox {id} was replaced by a fresh one]\n"
 
 
@@ -75,11 +83,12 @@ class DockerSandbox(Sandbox):
         self._snapshot_dir: Path | None = None
         self._snapshots: dict[str, Path] = {}
         self._restore_point: Path | None = None
+        self._repo: PristineTar | None = None  # the repository's pristine tar, found at the first start
         self._lock = threading.Lock()
 
     # --- container ---
-    def _start_container(self) -> None:
-        """Create and start this sandbox's container, then put the workdir's initial files in."""
+    def _start_container(self, seed: bool = True) -> None:
+        """Create and start this sandbox's container, then (`seed`) put the workdir's and the repository's files in."""
         import docker
 
         spec = self.spec
@@ -87,6 +96,9 @@ class DockerSandbox(Sandbox):
         owner_ids = f"uid={spec.uid},gid={spec.gid}"
         tmpfs = {"/tmp": f"size={spec.disk_mb}m,{owner_ids},mode=1777"}
         tmpfs[spec.workdir] = f"size={spec.disk_mb}m,{owner_ids},mode=0755"
+        if spec.repo is not None:
+            # Docker's tmpfs is noexec by default; a repository runs its scripts and loads the .so files it builds.
+            tmpfs[spec.repo.path] = f"size={spec.disk_mb}m,{owner_ids},mode=0755,exec"
         labels = {
             SANDBOX_LABEL: "1",
             "agentgym.backend": "docker",
@@ -124,9 +136,38 @@ class DockerSandbox(Sandbox):
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot start a sandbox container from image {spec.image or 'default'}: {one_line(exc)}") from exc
         self._oom_file = find_oom_file(self._container_id)
-        seed = self._backend._workdir_seed(self._image_id, spec.workdir, self._container_id)
-        if seed is not None:
-            self._untar_file(seed, spec.workdir, strip=1)
+        if not seed:
+            return
+        # A repository at the workdir replaces what the image holds there.
+        if spec.repo is None or spec.repo.path != spec.workdir:
+            workdir_seed = self._backend._workdir_seed(self._image_id, spec.workdir, self._container_id)
+            if workdir_seed is not None:
+                self._untar(_file_chunks(workdir_seed), spec.workdir, strip=1)
+        if spec.repo is not None:
+            repo = self._repo_tar()
+            # -p: the pristine modes exactly, not filtered by the umask.
+            self._untar(repo.chunks(), spec.repo.path, strip=repo.strip, extra=["-p"], timeout=self._bulk_timeout())
+
+    def _repo_tar(self) -> PristineTar:
+        """The repository's pristine tar: from repo.source, or what the image holds at repo.path (read once per image)."""
+        if self._repo is None:
+            repo = self.spec.repo
+            assert repo is not None
+            if repo.source is None:
+                found = self._backend._workdir_seed(self._image_id, repo.path, self._container_id)
+                if found is None:
+                    raise SandboxError(f"image {self.spec.image or 'default'} holds nothing at {repo.path} and repo.source "
+                                       "is not set; build the repository into the image or name its host copy in repo.source")
+                tar = PristineTar(found, strip=1)
+            else:
+                tar = pristine_tar(repo.source)
+            try:
+                tar.check_fits(self.spec.disk_mb, repo.path)
+            except SandboxError:
+                tar.close()
+                raise
+            self._repo = tar
+        return self._repo
 
     def _network_mode(self) -> str:
         if not self.spec.network:
@@ -144,9 +185,14 @@ class DockerSandbox(Sandbox):
         self._check_open()
         remove_container(self._api, self._container_id or self.id)
         self._container_id = ""
-        self._start_container()
+        # A snapshot holds the workdir, /tmp and the repository whole: seeding under it would bring back what it deleted.
+        self._start_container(seed=restore is None)
         if restore is not None:
-            self._untar_file(restore, "/", strip=0)
+            self._untar(_file_chunks(restore), "/", strip=0, extra=["-p"], timeout=self._bulk_timeout())
+
+    def _bulk_timeout(self) -> float | None:
+        """The deadline of moving whole trees in or out: the exec timeout, stretched when a repository is among them."""
+        return None if self.spec.repo is None else max(self.spec.exec_timeout_s, SEED_TIMEOUT_S)
 
     @property
     def container_id(self) -> str:
@@ -330,28 +376,30 @@ class DockerSandbox(Sandbox):
         parent, _, base = target.rpartition("/")
         return self._checked(["tar", "-c", "-f", "-", "-C", parent or "/", base or "."], f"archive {target}")
 
-    def _checked(self, argv: list[str], what: str, stdin: Iterable[bytes] | None = None) -> bytes:
+    def _checked(self, argv: list[str], what: str, stdin: Iterable[bytes] | None = None, timeout: float | None = None) -> bytes:
         """Run a file helper; its whole stdout, or SandboxError with its stderr."""
         self._check_open()
         out = bytearray()
         err = CappedOutput(4096)
-        code, timed_out, _ = self._run(argv, out.extend, err.feed, time.monotonic() + self.spec.exec_timeout_s, stdin=stdin)
+        deadline = time.monotonic() + (self.spec.exec_timeout_s if timeout is None else timeout)
+        code, timed_out, _ = self._run(argv, out.extend, err.feed, deadline, stdin=stdin)
         if timed_out or code != 0:
             reason = "timed out" if timed_out else last_line(err.text(), f"exit code {code}")
             raise SandboxError(f"cannot {what} in sandbox {self.id}: {reason}")
         return bytes(out)
 
-    def _untar_file(self, tarball: Path, directory: str, strip: int) -> None:
-        """Unpack a host tar file into the sandbox, streamed in chunks."""
-        def chunks() -> Iterable[bytes]:
-            with open(tarball, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    yield chunk
-
-        argv = ["tar", "-x", "-f", "-", "-C", directory]
+    def _untar(
+        self, chunks: Iterable[bytes], directory: str, strip: int, extra: Iterable[str] = (), timeout: float | None = None
+    ) -> None:
+        """Unpack a tar streamed in chunks into a sandbox directory, as the sandbox user (so the files are its)."""
+        argv = ["tar", "-x", *extra, "-f", "-", "-C", directory]
         if strip:
             argv.append(f"--strip-components={strip}")
-        self._checked(argv, f"restore files into {directory}", stdin=chunks())
+        try:
+            self._checked(argv, f"restore files into {directory}", stdin=chunks, timeout=timeout)
+        except SandboxError as exc:
+            hint = f" (the disk limit is {self.spec.disk_mb} MB)" if "No space left" in str(exc) else ""
+            raise SandboxError(f"{exc}{hint}") from exc
 
     # --- lifecycle ---
     def reset(self) -> None:
@@ -361,17 +409,19 @@ class DockerSandbox(Sandbox):
             self._replace_container(self._restore_point)
 
     def snapshot(self) -> str:
-        """Record the files of the workdir and /tmp (processes are not recorded); returns the snapshot id."""
+        """Record the files of the workdir, /tmp and the repository (not processes); returns the snapshot id."""
         self._check_open()
         if self._snapshot_dir is None:
             self._snapshot_dir = Path(tempfile.mkdtemp(prefix=f"{self.id}-snapshots-"))
         snapshot_id = f"{self.id}-snap{len(self._snapshots) + 1}"
         path = self._snapshot_dir / f"{snapshot_id}.tar"
         err = CappedOutput(4096)
-        dirs = sorted({self.spec.workdir.lstrip("/"), "tmp"})
+        trees = {self.spec.workdir, "/tmp"} | ({self.spec.repo.path} if self.spec.repo else set())
+        dirs = sorted(tree.lstrip("/") for tree in trees)
         with open(path, "wb") as fh:
             code, timed_out, _ = self._run(
-                ["tar", "-c", "-f", "-", "-C", "/", *dirs], fh.write, err.feed, time.monotonic() + self.spec.exec_timeout_s
+                ["tar", "-c", "-f", "-", "-C", "/", *dirs], fh.write, err.feed,
+                time.monotonic() + (self._bulk_timeout() or self.spec.exec_timeout_s)
             )
         # tar exits 1 when a file changed while it was read: the snapshot is still usable.
         if timed_out or code not in (0, 1):
@@ -399,6 +449,15 @@ class DockerSandbox(Sandbox):
         finally:
             if self._snapshot_dir is not None:
                 shutil.rmtree(self._snapshot_dir, ignore_errors=True)
+            if self._repo is not None:
+                self._repo.close()
+
+
+def _file_chunks(path: Path) -> Iterable[bytes]:
+    """A host file's bytes in pieces (for a docker exec's stdin)."""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            yield chunk
 
 
 def remove_container(api: Any, container: str) -> None:

@@ -18,7 +18,7 @@ MAX_SYMLINK_HOPS = 40
 
 
 class HostFiles:
-    """The writable trees (workdir and /tmp) of one sandbox, seen from the host under its `fs` directory."""
+    """The writable trees (workdir, /tmp, the repository) of one sandbox, seen from the host under its `fs` directory."""
 
     def __init__(self, fs: Path, spec: SandboxSpec, privileged: bool) -> None:
         self.fs = fs
@@ -27,11 +27,14 @@ class HostFiles:
 
     def tree_of(self, target: str) -> tuple[Path, str, str]:
         """The host directory behind the writable tree that holds sandbox path `target`, that tree's path, and the rest."""
-        trees = sorted([(self.spec.workdir, self.fs / "work"), ("/tmp", self.fs / "tmp")], key=lambda t: -len(t[0]))
-        for root, host in trees:
+        trees = [(self.spec.workdir, self.fs / "work"), ("/tmp", self.fs / "tmp")]
+        if self.spec.repo is not None and self.spec.repo.path != self.spec.workdir:
+            trees.append((self.spec.repo.path, self.fs / "repo"))
+        for root, host in sorted(trees, key=lambda t: -len(t[0])):
             if target == root or target.startswith(root + "/"):
                 return host, root, target[len(root):].lstrip("/")
-        raise SandboxError(f"{target!r} is outside the sandbox's writable directories ({self.spec.workdir}, /tmp)")
+        names = ", ".join(root for root, _ in trees)
+        raise SandboxError(f"{target!r} is outside the sandbox's writable directories ({names})")
 
     def write(self, path: str, target: str, payload: bytes) -> None:
         """Create or replace file `target` (parents created), owned by the sandbox user; `path` names it in errors."""

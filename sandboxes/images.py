@@ -216,9 +216,7 @@ def _ensure_base(client: docker.DockerClient, recipe: ImageRecipe, force: bool) 
     with file_lock(entry / "lock"):
         if not force and _has_recipe(client, tag, base_key):
             return tag
-        tarball = entry / "rootfs.tar"
-        if force or not tarball.is_file():
-            _debootstrap(recipe.debian_packages(), tarball)
+        tarball = _rootfs_tarball(recipe, force)
         try:
             client.api.import_image_from_file(
                 str(tarball), repository=tag.split(":")[0], tag=base_key, changes=[f"LABEL {RECIPE_LABEL}={base_key}"]
@@ -226,6 +224,20 @@ def _ensure_base(client: docker.DockerClient, recipe: ImageRecipe, force: bool) 
         except Exception as exc:  # noqa: BLE001
             raise SandboxError(f"docker import of {tarball} failed ({one_line(exc)}); delete it and build again") from exc
     return tag
+
+
+def ensure_rootfs_tarball(recipe: ImageRecipe, force: bool = False) -> Path:
+    """The recipe's debootstrapped root filesystem as a tarball in the cache, made on first use (bubblewrap's root)."""
+    with file_lock(images_dir() / recipe.base_key() / "lock"):
+        return _rootfs_tarball(recipe, force)
+
+
+def _rootfs_tarball(recipe: ImageRecipe, force: bool) -> Path:
+    """The cached rootfs tarball of a recipe, debootstrapped when missing; the caller holds the entry's lock."""
+    tarball = images_dir() / recipe.base_key() / "rootfs.tar"
+    if force or not tarball.is_file():
+        _debootstrap(recipe.debian_packages(), tarball)
+    return tarball
 
 
 def _debootstrap(packages: list[str], tarball: Path) -> None:

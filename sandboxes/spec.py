@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentgym.cache import recipe_key
 
 # Debian's python3 in the images this project builds; the host's pyenv shim costs ~80 ms a start.
 SANDBOX_PYTHON = "/usr/bin/python3"
+# Where a repository may not be mounted: the system's own trees (bound read-only, or mounted by the backend).
+_RESERVED_ROOTS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin", "/sys",
+                   "/tmp", "/usr")
+
+
+def _inside(path: str, root: str) -> bool:
+    """`path` is `root` or below it (both normalised absolute paths)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+class RepoMount(BaseModel):
+    """A directory of the sandbox holding a repository the agent edits; reset() puts its pristine copy back.
+
+    It is writable by the sandbox user, counts against disk_mb, and sits at the same path after every
+    reset, so an editable install made against that path (`pip install -e .`) keeps working.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field("/testbed", description="Absolute path of the repository inside the sandbox.")
+    source: Path | None = Field(
+        None,
+        description="Host directory or tar archive (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) holding the pristine "
+        "repository; None: what the image (Docker) or the root filesystem (bubblewrap) holds at `path`.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _mountable(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"repo.path must be an absolute path, got {value!r}")
+        path = posixpath.normpath(value)
+        if path == "/" or any(_inside(path, root) for root in _RESERVED_ROOTS):
+            raise ValueError(f"repo.path {value!r} is a system directory; use a directory of its own such as /testbed")
+        return path
 
 
 class SandboxSpec(BaseModel):
@@ -25,7 +61,7 @@ class SandboxSpec(BaseModel):
         None, description="Docker image (`agentgym sandbox build-image` makes them offline); None: the backend's default."
     )
     rootfs: Path | None = Field(
-        None, description="bubblewrap: a prepared root filesystem directory; None: the host's, read-only."
+        None, description="bubblewrap: a prepared root filesystem directory; None: the project's Debian root (rootfs.py)."
     )
     cpus: float = Field(1.0, gt=0, description="CPU cores the sandbox may use.")
     memory_mb: int = Field(512, ge=16, description="Memory limit; a process that exceeds it is killed (OOM).")
@@ -41,6 +77,9 @@ class SandboxSpec(BaseModel):
     workdir: str = Field("/workspace", description="Absolute path of the writable working directory.")
     output_cap_bytes: int = Field(
         1 << 20, ge=1024, description="Per stream; beyond it the middle is dropped, head and tail kept, and the result says so."
+    )
+    repo: RepoMount | None = Field(
+        None, description="A writable repository directory (e.g. a SWE task's /testbed), restored to pristine by reset()."
     )
 
     @field_validator("workdir")
@@ -59,6 +98,15 @@ class SandboxSpec(BaseModel):
         if int(uid) == 0 or (gid and int(gid) == 0):
             raise ValueError("user must not be root (uid or gid 0): sandboxes never run commands as root")
         return value
+
+    @model_validator(mode="after")
+    def _repo_beside_workdir(self) -> SandboxSpec:
+        # One writable tree may not hide part of the other: the repo is the workdir itself, or apart from it.
+        repo = self.repo
+        nested = repo is not None and (_inside(repo.path, self.workdir) or _inside(self.workdir, repo.path))
+        if repo is not None and nested and repo.path != self.workdir:
+            raise ValueError(f"repo.path {repo.path!r} and workdir {self.workdir!r} must be equal or apart, not nested")
+        return self
 
     @property
     def uid(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +145,76 @@ def test_a_prepared_rootfs_replaces_the_host_view(make, tmp_path: Path) -> None:
         sandbox.close()
     finally:
         subprocess.run(["umount", str(rootfs / "usr")], check=True)
+
+
+@ROOT_ONLY
+def test_by_default_sandboxes_run_on_the_project_root_not_the_hosts_etc(make) -> None:
+    from agentgym.sandboxes.rootfs import HOST_ROOT, project_rootfs, root_view
+
+    view = root_view(None)
+    if view == HOST_ROOT:
+        pytest.skip("the project root cannot be made here (the warning said why)")
+    root = project_rootfs()
+    assert view.base == root and (root / "usr" / "bin" / "python3").is_file()
+    sandbox = make()
+    # The same file, seen through the bind: its inode is the project root's, never the host's.
+    inode = int(sandbox.exec("stat -c %i /etc/passwd").stdout)
+    assert inode == (root / "etc" / "passwd").stat().st_ino != Path("/etc/passwd").stat().st_ino
+    assert int(sandbox.exec("stat -c %i /usr/bin/python3").stdout) == (root / "usr" / "bin" / "python3").lstat().st_ino
+    assert sandbox.exec("id -un").stdout == "agent\n"  # the sandbox user is in the root's passwd, as in the image
+
+
+def test_the_root_switch(make, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from agentgym.sandboxes import rootfs
+
+    monkeypatch.setenv(rootfs.ROOT_ENV_VAR, "host")
+    sandbox = make()
+    assert int(sandbox.exec("stat -c %i /etc/passwd").stdout) == Path("/etc/passwd").stat().st_ino
+    monkeypatch.setenv(rootfs.ROOT_ENV_VAR, "chroot")
+    with pytest.raises(SandboxError, match="AGENTGYM_BWRAP_ROOT='chroot' is not one of: auto, project, host"):
+        make()
+
+    def unavailable(build: bool = True) -> Path:
+        raise SandboxError("no rootfs tarball here")
+
+    monkeypatch.setattr(rootfs, "project_rootfs", unavailable)
+    monkeypatch.setattr(rootfs, "_default", {})
+    monkeypatch.setenv(rootfs.ROOT_ENV_VAR, "project")
+    with pytest.raises(SandboxError, match="no rootfs tarball here"):
+        make()
+    monkeypatch.setenv(rootfs.ROOT_ENV_VAR, "auto")
+    with caplog.at_level(logging.WARNING, logger="agentgym.sandboxes"):
+        assert rootfs.root_view(None) == rootfs.HOST_ROOT
+        assert rootfs.root_view(None) == rootfs.HOST_ROOT
+    warnings = [r.getMessage() for r in caplog.records if "project root cannot be made" in r.getMessage()]
+    assert len(warnings) <= 1 and all("no rootfs tarball here" in w for w in warnings)
+
+
+@ROOT_ONLY
+def test_the_project_root_is_unpacked_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from agentgym.sandboxes import rootfs
+    from agentgym.sandboxes.images import ImageRecipe, images_dir
+
+    key = ImageRecipe(python=True).base_key()
+    tarball = images_dir() / key / "rootfs.tar"
+    if not tarball.is_file():
+        pytest.skip("no rootfs tarball in the test cache (the Docker image tests make it)")
+    monkeypatch.setenv("AGENTGYM_CACHE", str(tmp_path))
+    (images_dir() / key).mkdir(parents=True)
+    (images_dir() / key / "rootfs.tar").symlink_to(tarball)
+    made: list[Path] = []
+    threads = [threading.Thread(target=lambda: made.append(rootfs.project_rootfs(build=False))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    root = tmp_path / "sandbox-rootfs" / key / "root"
+    assert made == [root, root] and (root.parent / "complete").is_file()
+    assert (root / "usr" / "bin" / "python3").is_file() and not list((root / "dev").iterdir())
+    assert "agent:x:1000:1000::/workspace:/bin/sh" in (root / "etc" / "passwd").read_text().splitlines()
+    assert sorted(p.name for p in root.parent.iterdir()) == ["complete", "lock", "root"]  # no partial copy left
+    stamp = (root / "etc" / "passwd").stat().st_mtime_ns
+    assert rootfs.project_rootfs(build=False) == root and (root / "etc" / "passwd").stat().st_mtime_ns == stamp
 
 
 def test_no_network_but_loopback(make) -> None:
