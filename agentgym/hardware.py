@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,3 +257,19 @@ def resolve_placement(device: str | torch.device = "auto", precision: str = "aut
 def resolve_inference_placement(device: str | torch.device = "auto", dtype: str = "auto") -> Placement:
     """Inference: the resolved device and dtype of an in-process model."""
     return choose_dtype(dtype, resolve_device(device))
+
+
+def matmul_tflops(placement: Placement, size: tuple[int, int, int] = (512, 2048, 2048), repeats: int = 3) -> float:
+    """Measured dense matmul speed in the placement's training precision, in TFLOP/s (best of `repeats`)."""
+    m, k, n = size
+    dtype = torch.bfloat16 if placement.precision == "bf16-autocast" else torch.float32
+    a = torch.randn(m, k, device=placement.device).to(dtype)
+    b = torch.randn(k, n, device=placement.device).to(dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call pays for kernel selection and allocation
+        started = time.perf_counter()
+        a @ b
+        if placement.device.type == "cuda":
+            torch.cuda.synchronize(placement.device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * m * k * n / best / 1e12
