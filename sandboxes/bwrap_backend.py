@@ -167,13 +167,7 @@ def repo_tar(spec: SandboxSpec, view: RootView) -> PristineTar | None:
         if top.is_dir() and not (view.base / repo.path.lstrip("/")).is_dir():
             raise SandboxError(f"rootfs {view.base} has {top.name}/ but no {repo.path} to mount the repository on; "
                                f"create that directory in the rootfs")
-    tar = pristine_tar(source)
-    try:
-        tar.check_fits(spec.disk_mb, repo.path)
-    except SandboxError:
-        tar.close()
-        raise
-    return tar
+    return pristine_tar(source, spec.disk_mb, repo.path)
 
 
 _probe_result: list[str | None] = []

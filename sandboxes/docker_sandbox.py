@@ -159,13 +159,13 @@ class DockerSandbox(Sandbox):
                     raise SandboxError(f"image {self.spec.image or 'default'} holds nothing at {repo.path} and repo.source "
                                        "is not set; build the repository into the image or name its host copy in repo.source")
                 tar = PristineTar(found, strip=1)
+                try:
+                    tar.check_fits(self.spec.disk_mb, repo.path)
+                except SandboxError:
+                    tar.close()
+                    raise
             else:
-                tar = pristine_tar(repo.source)
-            try:
-                tar.check_fits(self.spec.disk_mb, repo.path)
-            except SandboxError:
-                tar.close()
-                raise
+                tar = pristine_tar(repo.source, self.spec.disk_mb, repo.path)
             self._repo = tar
         return self._repo
 

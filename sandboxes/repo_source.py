@@ -2,8 +2,9 @@
 
 A host directory or a (compressed) tar archive is packed, or unpacked to a plain tar, once into
 `cache_root()/sandbox-repos/`, named by what it was made from (for a directory: every entry's name,
-type, mode, size, mtime and link target), so a changed source gets a new tar and an unchanged one is
-never packed twice. A sandbox keeps its tar open: a cache wiped under a live sandbox costs nothing.
+type, mode, size, mtime and link target), so a changed source gets a new tar (replacing the old one's)
+and an unchanged one is never packed twice. A sandbox keeps its tar open: a cache wiped under a live
+sandbox costs nothing.
 Both backends unpack the tar *inside* the sandbox as the sandbox user, so every file of the repository
 belongs to that user and a link in the archive can only point within the sandbox's own view.
 """
@@ -56,9 +57,7 @@ class PristineTar:
 
     def check_fits(self, disk_mb: int, where: str) -> None:
         """SandboxError when the repository alone is larger than the sandbox's disk limit."""
-        if self.size > disk_mb << 20:
-            raise SandboxError(f"the repository for {where} is {self.size / 2**20:.1f} MB, more than the sandbox's "
-                               f"disk_mb={disk_mb}; raise disk_mb above its size plus what the task writes")
+        _check_size(self.size, disk_mb, where)
 
     def close(self) -> None:
         """Release the file (idempotent)."""
@@ -81,42 +80,72 @@ def repos_dir() -> Path:
     return path
 
 
-def pristine_tar(source: Path) -> PristineTar:
-    """The pristine tar of a host directory or tar archive, packed into the cache on first use."""
+def pristine_tar(source: Path, disk_mb: int, where: str) -> PristineTar:
+    """The pristine tar of a host directory or tar archive, packed into the cache on first use.
+
+    SandboxError when the repository is larger than `disk_mb` (a directory is measured before it is packed).
+    """
     source = Path(source).expanduser().resolve()
     if source.is_dir():
-        key = recipe_key("repo-dir", FORMAT_VERSION, str(source), _tree_fingerprint(source))
+        fingerprint, size = _tree_fingerprint(source)
+        _check_size(size, disk_mb, where)
+        version = recipe_key("repo-dir", FORMAT_VERSION, fingerprint)
         make = _pack_directory
     elif source.is_file():
         info = source.stat()
-        key = recipe_key("repo-tar", FORMAT_VERSION, str(source), info.st_size, info.st_mtime_ns)
+        version = recipe_key("repo-tar", FORMAT_VERSION, info.st_size, info.st_mtime_ns)
         make = _plain_tar
     else:
         raise SandboxError(f"repo.source {str(source)!r} is neither a directory nor a tar archive")
-    target = repos_dir() / f"{source.name[:40]}-{key}.tar"
-    if not target.is_file():
-        with file_lock(repos_dir() / f"{key}.lock"):
-            if not target.is_file():  # another process may have made it while this one waited
-                partial = target.with_suffix(f".partial-{os.getpid()}")
-                try:
-                    make(source, partial)
-                    partial.replace(target)
-                finally:
-                    partial.unlink(missing_ok=True)
-    return PristineTar(target)
+    # <name>-<which source>-<which version of it>: a new version replaces the tars of older ones.
+    stem = f"{source.name[:40]}-{recipe_key(str(source))}"
+    target = repos_dir() / f"{stem}-{version}.tar"
+    # One lock for all packing (rare and short; a lock file per entry would litter the cache). The tar is
+    # opened under it, so a newer version's pruning cannot remove it between the check and the open.
+    with file_lock(repos_dir() / "pack.lock"):
+        if not target.is_file():
+            partial = target.with_suffix(f".partial-{os.getpid()}")
+            try:
+                make(source, partial)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+            for older in repos_dir().glob(f"{stem}-*.tar"):
+                if older != target:
+                    older.unlink(missing_ok=True)  # sandboxes still using it keep it open
+        tar = PristineTar(target)
+    try:
+        _check_size(tar.size, disk_mb, where)
+    except SandboxError:
+        tar.close()
+        raise
+    return tar
 
 
-def _tree_fingerprint(root: Path) -> str:
-    """A hash of every entry's path, type, mode, size, mtime and link target (no file is read: a few ms per thousand)."""
+def _check_size(size: int, disk_mb: int, where: str) -> None:
+    """SandboxError when a repository of `size` bytes cannot fit in a sandbox's disk limit."""
+    if size > disk_mb << 20:
+        raise SandboxError(f"the repository for {where} is {size / 2**20:.1f} MB, more than the sandbox's "
+                           f"disk_mb={disk_mb}; raise disk_mb above its size plus what the task writes")
+
+
+def _tree_fingerprint(root: Path) -> tuple[str, int]:
+    """A hash of every entry's path, type, mode, size, mtime and link target, and the files' total size.
+
+    No file is read: a few ms per thousand entries.
+    """
     rows: list[str] = []
+    total = 0
     for directory, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(dirs + files):
             path = os.path.join(directory, name)
             st = os.lstat(path)
             link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
             rows.append(f"{os.path.relpath(path, root)}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{link}")
-    return recipe_key(*rows)
+    return recipe_key(*rows), total
 
 
 def _pack_directory(source: Path, out: Path) -> None:

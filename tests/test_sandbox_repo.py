@@ -255,6 +255,22 @@ def test_a_compressed_tarball_source(make, repo: Path, tmp_path: Path) -> None:
     assert digest(box) == host_digest(repo)
 
 
+def test_a_changed_source_is_packed_again_and_live_sandboxes_keep_theirs(make, repo: Path, tmp_path: Path) -> None:
+    from agentgym.cache import recipe_key
+    from agentgym.sandboxes.repo_source import repos_dir
+
+    source = tmp_path / "src"
+    shutil.copytree(repo, source, symlinks=True)
+    before = make(spec_for(source))
+    (source / "tinypkg" / "__init__.py").write_text("VALUE = 3\n")  # same size: only the mtime tells
+    after = make(spec_for(source))
+    show = f"cat {PATH}/tinypkg/__init__.py"
+    assert after.exec(show).stdout == "VALUE = 3\n"
+    assert len(list(repos_dir().glob(f"src-{recipe_key(str(source.resolve()))}-*.tar"))) == 1  # the old one's is gone
+    before.reset()
+    assert before.exec(show).stdout == "VALUE = 1\n"  # its own pristine copy, held open
+
+
 # --- Docker: the repository inside an instance image, installed editable ---
 @pytest.fixture(scope="module")
 def editable_image(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
