@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agentgym.envs.swe import builder, problem_statements, repos
+from agentgym.envs.swe import builder, grading, problem_statements, repos
 from agentgym.envs.swe import mutations as mut
+from agentgym.envs.swe.instance import SWEInstance
+from agentgym.envs.swe.specs import load_specs
 
 OPS = textwrap.dedent('''\
     """Small numeric helpers."""
@@ -142,20 +144,23 @@ def test_statement_needs_a_failing_test():
 
 def test_spec_pins_pytest_and_reads_runtime_requirements(tmp_path):
     tree = make_project(tmp_path / "p")
-    spec = builder.repo_spec(tree)
-    assert spec["pip"] == [f"pytest=={builder.PYTEST_VERSION}"]
-    assert spec["test_cmd"] == builder.TEST_CMD and spec["log_parser"] == "parse_log_pytest"
+    spec = builder.repo_spec(tree, "pypi/calc", "0.1")
+    assert spec.pip == [f"pytest=={builder.PYTEST_VERSION}"] and spec.repo == "pypi/calc" and spec.version == "0.1"
+    assert spec.test_cmd == builder.TEST_CMD and spec.log_parser == "parse_log_pytest"
+    assert spec.test_targets == "test_ids"  # the test patch is empty: the grader runs FAIL_TO_PASS + PASS_TO_PASS
     (tree / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: calc\nRequires-Dist: six>=1.0\n"
                                    "Requires-Dist: pytest; extra == 'test'\n")
     (tree / "src").mkdir()
-    spec = builder.repo_spec(tree)
-    assert spec["pip"] == [f"pytest=={builder.PYTEST_VERSION}", "six>=1.0"]
-    assert spec["test_cmd"].startswith("PYTHONPATH=src ")
-    out = tmp_path / "specs.yaml"
-    builder.write_specs(out, "pypi/calc", "0.1", spec)
-    builder.write_specs(out, "pypi/calc", "0.2", spec)
-    import yaml
-    assert sorted(yaml.safe_load(out.read_text())["pypi/calc"]) == ["0.1", "0.2"]
+    newer = builder.repo_spec(tree, "pypi/calc", "0.2")
+    assert newer.pip == [f"pytest=={builder.PYTEST_VERSION}", "six>=1.0"]
+    assert newer.test_cmd.startswith("PYTHONPATH=src ")
+    out = tmp_path / "calc.specs.yaml"
+    builder.write_specs(out, spec)
+    builder.write_specs(out, newer)
+    builder.write_specs(out, spec)  # replaces, never duplicates
+    loaded = load_specs(out)
+    assert sorted(s.version for s in loaded.specs) == ["0.1", "0.2"]
+    assert loaded.lookup("pypi/calc", "0.2") == newer
 
 
 def fake_outcome(m: mut.Mutation) -> builder._Outcome:
@@ -226,16 +231,16 @@ def image():
         pytest.skip(f"no Docker image with pytest: {exc}")
 
 
-def run_tests(tree: Path, image: str, files: list[str]) -> dict[str, str]:
-    """Statuses of a pytest run of `files` in a fresh sandbox holding `tree`."""
-    from swebench.harness.log_parsers.python import parse_log_pytest
-
+def graded(tree: Path, image: str, inst: dict, spec) -> grading.GradeReport:
+    """The grader's verdict on `tree`: its eval script run in a fresh sandbox, its log graded."""
     from agentgym.sandboxes import SandboxSpec, create_sandbox
 
+    instance = SWEInstance.from_record(inst)
     with create_sandbox(SandboxSpec(image=image, memory_mb=1024, disk_mb=256), backend="docker") as box:
         box.upload(tree)
-        result = box.exec(f"{builder.TEST_CMD} {' '.join(files)}", timeout=120)
-    return parse_log_pytest(result.stdout, None)
+        box.write_file("eval.sh", grading.eval_script(instance, spec, workdir=None))
+        result = box.exec("bash eval.sh", timeout=120)
+    return grading.grade(instance, spec, result.stdout)
 
 
 @pytest.mark.slow
@@ -247,6 +252,7 @@ def test_build_end_to_end_through_docker(tmp_path, image):
     instances = builder.read_instances(out)
     assert report.instances == len(instances) == 3 and report.kept == 3 and report.passing_tests == 10
     assert report.tried == 3 + sum(report.skipped.values())
+    spec = load_specs(builder.specs_path(out)).lookup("pypi/calc", "0.1")
     verdicts = builder.read_instances(builder.candidates_log(out))
     assert len(verdicts) == report.tried and {v["outcome"] for v in verdicts} <= {"kept", "skipped"}
     for inst in instances:
@@ -258,18 +264,25 @@ def test_build_end_to_end_through_docker(tmp_path, image):
         work = repos.export_tree(local.path, inst["base_commit"], tmp_path / inst["instance_id"])
         assert subprocess.run(["git", "log", "--all", "--format=%H"], cwd=work.path, capture_output=True,
                               text=True, check=True).stdout.split() == [work.head]
-        before = run_tests(work.path, image, files)
-        assert all(before.get(t) in ("FAILED", "ERROR") for t in f2p), (inst["instance_id"], before)
-        assert all(before.get(t) == "PASSED" for t in p2p)
+        before = graded(work.path, image, inst, spec)
+        assert not before.resolved and before.error is None
+        assert before.fail_to_pass.failure == f2p and before.pass_to_pass.success == p2p
+        assert all(before.tests[t] in ("FAILED", "ERROR") for t in f2p)
         # ...and pass, with every P2P test, once the gold patch is applied.
         subprocess.run(["git", "apply", "-"], cwd=work.path, input=inst["patch"], text=True, check=True)
-        after = run_tests(work.path, image, files)
-        assert all(after.get(t) == "PASSED" for t in f2p + p2p), (inst["instance_id"], after)
+        after = graded(work.path, image, inst, spec)
+        assert after.resolved and all(after.tests[t] == "PASSED" for t in f2p + p2p)
         assert inst["instance_id"].split("-")[-1] not in inst["problem_statement"]
         assert f2p[0] in inst["problem_statement"]
     # A rerun resumes: nothing is tried again, nothing is added.
     again = builder.build_tasks_for_repo(local, 3, out, seed=0, options=options)
     assert again.tried == 0 and again.instances == 3 and len(builder.read_instances(out)) == 3
+    # Asking for more goes on from the next untried candidate and keeps what is there.
+    more = builder.build_tasks_for_repo(local, 4, out, seed=0, options=options)
+    grown = builder.read_instances(out)
+    assert more.instances == 4 and more.kept == 1 and grown[:3] == instances
+    judged = [v["key"] for v in builder.read_instances(builder.candidates_log(out)) if v.get("reason") != builder.ENOUGH]
+    assert len(judged) == len(set(judged))  # no candidate judged twice
 
 
 @pytest.mark.slow
@@ -281,14 +294,15 @@ def test_hangs_and_untested_code_are_skipped_with_their_reason(tmp_path, image):
                and "n += 1" in m.replacement]
     (caught,) = [m for m in found if m.function == "mean" and m.operator == "swap_arithmetic"]
     options = builder.BuildOptions(image=image)
+    spec = builder.repo_spec(tree, "pypi/calc", "0.1")
     with builder._Runners(tree, builder.TEST_CMD, image, 1, options) as runners:
         passing, _ = runners.baseline()
-        judge = builder._Judge(runners, passing, timeout=5, max_failing=20)
+        judge = builder._Judge(runners, spec, passing, timeout=5, max_failing=20)
         assert judge(hang).reason == "timeout"
         # The killed run's sandbox was replaced: the next candidate runs on the pristine tree plus its own bug.
         verdict = judge(caught)
         assert verdict.reason is None and verdict.fail_to_pass == ["tests/test_ops.py::test_mean"]
         assert "tests/test_ops.py::test_window" in verdict.pass_to_pass
-        tight = builder._Judge(runners, passing, timeout=30, max_failing=1)
+        tight = builder._Judge(runners, spec, passing, timeout=30, max_failing=1)
         clamp_bugs = [m for m in found if m.function == "clamp" and m.operator == "drop_return_value"]
         assert any(tight(m).reason == "too many tests fail (>1)" for m in clamp_bugs)

@@ -3,8 +3,9 @@
 `build_tasks("toolz==1.0.0", n, out)` makes the project's repository from its sdist (repos.py), runs its
 test suite on the pristine tree in a sandbox (twice: a test must pass both times to count), then tries
 mutations (mutations.py) in a seeded order, each on the whole suite with a timeout. A mutation is kept
-when at least one and at most `max_failing` tests fail, the same ones fail when only their files run,
-and those files pass on the pristine tree. A kept mutation becomes a SWE-bench instance: the buggy tree
+when at least one and at most `max_failing` tests fail and the grader itself (grading.eval_script and
+grade, on the tests of the failing files) finds the bug unresolved and the pristine tree resolved.
+A kept mutation becomes a SWE-bench instance: the buggy tree
 is an orphan commit (tag `agentgym/<instance_id>`) so its history cannot reveal the fix; `patch` is the
 fix (buggy -> pristine); FAIL_TO_PASS / PASS_TO_PASS are JSON lists over the files the grader runs.
 Every candidate's outcome is appended to `<out>.candidates.jsonl`, so a rerun resumes where it stopped.
@@ -22,19 +23,19 @@ import os
 import queue
 import shlex
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentgym.cache import cache_root, recipe_key
+from agentgym.envs.swe import grading, problem_statements, repos
 from agentgym.envs.swe import mutations as mut
-from agentgym.envs.swe import problem_statements, repos
+from agentgym.envs.swe.instance import SWEInstance
+from agentgym.envs.swe.specs import RepoSpec, SpecSet, load_specs
 from agentgym.errors import AgentGymError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ LOG_PARSER = "parse_log_pytest"
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 _FAILED = ("FAILED", "ERROR")
 ENOUGH = "function has enough instances"
+# Where grading's eval script is written in a sandbox's workdir while it runs.
+EVAL_SCRIPT = ".agentgym-eval.sh"
 
 
 class BuildError(AgentGymError):
@@ -108,13 +111,13 @@ class _Outcome:
     seconds: float = 0.0
 
 
-def repo_spec(tree: Path) -> dict[str, object]:
+def repo_spec(tree: Path, repo: str, version: str) -> RepoSpec:
     """The RepoSpec of a project tree: pytest (pinned) plus its runtime requirements, the test command, the parser."""
     pip = [f"pytest=={PYTEST_VERSION}", *runtime_requirements(tree)]
     # A src/ layout is importable without an install once src is on the path.
     src_layout = (tree / "src").is_dir() and not (tree / "src" / "__init__.py").exists()
     cmd = f"PYTHONPATH=src {TEST_CMD}" if src_layout else TEST_CMD
-    return {"python": "3.11", "install": [], "pip": pip, "apt": [], "test_cmd": cmd, "log_parser": LOG_PARSER}
+    return RepoSpec(repo=repo, version=version, pip=pip, test_cmd=cmd, test_targets="test_ids", log_parser=LOG_PARSER)
 
 
 def runtime_requirements(tree: Path) -> list[str]:
@@ -127,12 +130,15 @@ def runtime_requirements(tree: Path) -> list[str]:
     return sorted(r.split(";")[0].strip() for r in required)
 
 
-def write_specs(path: Path, repo: str, version: str, spec: dict[str, object]) -> None:
-    """Merge one `{repo: {version: spec}}` entry into the YAML specs file at `path`."""
-    specs = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    specs = specs or {}
-    specs.setdefault(repo, {})[version] = spec
-    path.write_text(yaml.safe_dump(specs, sort_keys=True))
+def specs_path(out_path: Path) -> Path:
+    """The spec file written beside a task file (`tasks.jsonl` -> `tasks.specs.yaml`)."""
+    return out_path.with_name(out_path.stem + ".specs.yaml")
+
+
+def write_specs(path: Path, spec: RepoSpec) -> None:
+    """Put `spec` into the spec file at `path`, replacing the one for the same repo and version."""
+    others = [s for s in load_specs(path).specs if (s.repo, s.version) != (spec.repo, spec.version)] if path.is_file() else []
+    SpecSet(specs=[*others, spec]).dump(path)
 
 
 def build_tasks(
@@ -170,18 +176,18 @@ def build_tasks_for_repo(
     done, per_function = _resume_state(existing, candidates_log(out_path))
     with tempfile.TemporaryDirectory(prefix="agentgym-swe-build-") as tmp:
         tree = repos.materialize(local.path, local.commit, Path(tmp) / "pristine")
-        spec = repo_spec(tree)
-        write_specs(out_path.with_name(out_path.stem + ".specs.yaml"), local.repo, local.version, spec)
+        spec = repo_spec(tree, local.repo, local.version)
+        write_specs(specs_path(out_path), spec)
         order = [m for m in mut.sample(mut.find_mutations(tree), seed) if m.key() not in done]
         report.candidates = len(order) + len(done)
         if report.instances >= n:
             return _finish(report, started)
-        image = options.image or _ensure_image(list(spec["pip"]))
-        with _Runners(tree, str(spec["test_cmd"]), image, workers, options) as runners:
+        image = options.image or _ensure_image(spec.pip)
+        with _Runners(tree, spec.test_cmd, image, workers, options) as runners:
             passing, suite_s = runners.baseline()
             report.passing_tests, report.suite_seconds = len(passing), suite_s
             timeout = options.timeout_s or 4 * suite_s + 20
-            judge = _Judge(runners, passing, timeout, options.max_failing)
+            judge = _Judge(runners, spec, passing, timeout, options.max_failing)
 
             def crowded(m: mut.Mutation) -> str | None:
                 # Counts only grow, so a candidate refused here would be refused after judging too.
@@ -284,8 +290,6 @@ class _Runners:
         self.workers = workers
         self.free: queue.Queue = queue.Queue()
         self.boxes: list = []
-        self._pristine: dict[tuple[str, ...], _Run] = {}
-        self._lock = threading.Lock()
 
     def __enter__(self) -> _Runners:
         from agentgym.sandboxes import create_sandbox
@@ -307,38 +311,36 @@ class _Runners:
 
     def run(self, replaced: dict[str, str], files: Sequence[str] = (), timeout: float = 600) -> _Run:
         """The test command (on `files`, or the whole suite) with `replaced` files written over the pristine ones."""
+        return self.run_command(replaced, self.test_cmd + "".join(f" {shlex.quote(f)}" for f in files), timeout)
+
+    def run_script(self, replaced: dict[str, str], script: str, timeout: float) -> _Run:
+        """A bash script (grading's eval script) run in the workdir with `replaced` files written over the pristine ones."""
+        return self.run_command({**replaced, EVAL_SCRIPT: script}, f"bash {EVAL_SCRIPT}", timeout, cleanup=(EVAL_SCRIPT,))
+
+    def run_command(self, replaced: dict[str, str], cmd: str, timeout: float, cleanup: Sequence[str] = ()) -> _Run:
+        """`cmd` in a free sandbox with `replaced` files written first and the pristine ones put back after."""
         from swebench.harness.log_parsers.python import parse_log_pytest
 
         box = self.free.get()
         try:
             for rel, text in replaced.items():
                 box.write_file(rel, text)
-            cmd = self.test_cmd + "".join(f" {shlex.quote(f)}" for f in files)
             result = box.exec(cmd, timeout=timeout)
-            text = result.stdout + "\n" + result.stderr
-            run = _Run(parse_log_pytest(result.stdout, None), text, result.exit_code, result.timed_out,
-                       result.oom_killed, result.duration)
+            run = _Run(parse_log_pytest(result.stdout, None), result.stdout + "\n" + result.stderr, result.exit_code,
+                       result.timed_out, result.oom_killed, result.duration)
             if result.timed_out or result.oom_killed:
                 # A killed run may have left processes or files behind: start again from a fresh sandbox.
                 box.reset()
                 box.upload(self.tree)
             else:
                 for rel in replaced:
-                    box.write_file(rel, (self.tree / rel).read_bytes())
+                    if rel in cleanup:
+                        box.exec(["rm", "-f", rel], timeout=30)
+                    else:
+                        box.write_file(rel, (self.tree / rel).read_bytes())
             return run
         finally:
             self.free.put(box)
-
-    def pristine(self, files: Sequence[str], timeout: float) -> _Run:
-        """The run of `files` on the pristine tree (once per set of files)."""
-        key = tuple(sorted(files))
-        with self._lock:
-            if key in self._pristine:
-                return self._pristine[key]
-        run = self.run({}, key, timeout)
-        with self._lock:
-            self._pristine[key] = run
-        return run
 
     def baseline(self) -> tuple[set[str], float]:
         """Tests that pass in two runs of the whole pristine suite, and the slower run's seconds."""
@@ -362,8 +364,9 @@ def _whole_id(test: str) -> bool:
 class _Judge:
     """Runs one candidate and decides whether it is a task (callable from worker threads)."""
 
-    def __init__(self, runners: _Runners, passing: set[str], timeout: float, max_failing: int) -> None:
-        self.runners, self.passing, self.timeout, self.max_failing = runners, passing, timeout, max_failing
+    def __init__(self, runners: _Runners, spec: RepoSpec, passing: set[str], timeout: float, max_failing: int) -> None:
+        self.runners, self.spec, self.passing = runners, spec, passing
+        self.timeout, self.max_failing = timeout, max_failing
 
     def __call__(self, m: mut.Mutation) -> _Outcome:
         started = time.monotonic()
@@ -384,20 +387,28 @@ class _Judge:
             return _Outcome(m, "no test fails")
         if len(failing) > self.max_failing:
             return _Outcome(m, f"too many tests fail (>{self.max_failing})")
-        files = sorted({t.split("::")[0] for t in failing})
-        graded = self.runners.run(buggy, files, timeout=self.timeout)
-        if reason := _broken(graded):
-            return _Outcome(m, f"grading run: {reason}")
-        gold = self.runners.pristine(files, self.timeout)
-        fail_to_pass = [t for t in failing if graded.statuses.get(t) in _FAILED and gold.statuses.get(t) == "PASSED"]
-        if fail_to_pass != failing:
-            return _Outcome(m, "failures differ when only their files run")
-        pass_to_pass = sorted(
-            t for t in self.passing
-            if t.split("::")[0] in files and t not in failing
-            and graded.statuses.get(t) == "PASSED" and gold.statuses.get(t) == "PASSED"
-        )
-        return _Outcome(m, None, fail_to_pass, pass_to_pass, graded.log)
+        # As SWE-bench grades: only the tests of the files holding a failure, FAIL_TO_PASS then PASS_TO_PASS.
+        files = {t.split("::")[0] for t in failing}
+        pass_to_pass = sorted(t for t in self.passing if t.split("::")[0] in files and t not in failing)
+        return self._graded(m, buggy, failing, pass_to_pass)
+
+    def _graded(self, m: mut.Mutation, buggy: dict[str, str], failing: list[str], pass_to_pass: list[str]) -> _Outcome:
+        """The grader's own verdicts (its eval script and grade()): the bug unresolved, the pristine tree resolved."""
+        draft = SWEInstance(instance_id="candidate", repo=self.spec.repo, base_commit="0" * 40, problem_statement="",
+                            patch="", FAIL_TO_PASS=failing, PASS_TO_PASS=pass_to_pass, version=self.spec.version)
+        script = grading.eval_script(draft, self.spec, workdir=None)
+        timeout = max(self.timeout, self.spec.test_timeout_s)
+        bug_run = self.runners.run_script(buggy, script, timeout)
+        if reason := _broken(bug_run):
+            return _Outcome(m, f"graded run: {reason}")
+        bug = grading.grade(draft, self.spec, bug_run.log)
+        if bug.error or bug.fail_to_pass.success or bug.pass_to_pass.failure:
+            return _Outcome(m, "failures differ when only the graded tests run")
+        gold_run = self.runners.run_script({}, script, timeout)
+        gold = grading.grade(draft, self.spec, gold_run.log)
+        if not gold.resolved:
+            return _Outcome(m, "the pristine tree does not pass the graded tests")
+        return _Outcome(m, None, failing, pass_to_pass, bug_run.log)
 
 
 def _broken(run: _Run) -> str | None:
@@ -412,7 +423,7 @@ def _broken(run: _Run) -> str | None:
 
 
 def _record(
-    outcome: _Outcome, local: repos.LocalRepo, tree: Path, spec: dict[str, object], out_path: Path,
+    outcome: _Outcome, local: repos.LocalRepo, tree: Path, spec: RepoSpec, out_path: Path,
     report: BuildReport, options: BuildOptions, per_function: collections.Counter[str],
 ) -> None:
     """Write a kept candidate as an instance, log every candidate's verdict, and count it."""
@@ -420,7 +431,7 @@ def _record(
     entry = {"key": m.key(), "file": m.file, "function": m.function, "line": m.line, "operator": m.operator,
              "detail": m.detail, "seconds": round(outcome.seconds, 2)}
     if outcome.reason is None:
-        instance = make_instance(local, tree, m, outcome, str(spec["test_cmd"]), options)
+        instance = make_instance(local, tree, m, outcome, spec.test_cmd, options)
         _append_jsonl(out_path, instance)
         per_function[_function_of(m)] += 1
         report.instances += 1
@@ -478,13 +489,15 @@ def make_instance(
     )
     if options.rewrite_base_url and options.rewrite_model:
         statement = problem_statements.rewrite(statement, options.rewrite_base_url, options.rewrite_model)
-    return {
+    record = {
         "repo": local.repo, "instance_id": iid, "base_commit": base,
         "patch": repos.diff_commits(local.path, base, local.commit), "test_patch": "",
         "problem_statement": statement, "hints_text": "", "created_at": when, "version": local.version,
         "FAIL_TO_PASS": json.dumps(outcome.fail_to_pass), "PASS_TO_PASS": json.dumps(outcome.pass_to_pass),
         "environment_setup_commit": local.commit,
     }
+    SWEInstance.from_record(record)  # what the env will load must load
+    return record
 
 
 def rebuild_base_commits(instances: Iterable[dict], repo_path: Path) -> None:
