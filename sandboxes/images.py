@@ -114,7 +114,7 @@ def build_image(
             context = Path(tmp)
             # Wheels first: a misspelt package fails in seconds, before the slow debootstrap.
             if recipe.pip:
-                _download_wheels(recipe.pip, context / "wheels")
+                download_wheels(recipe.pip, context / "wheels")
             base = _ensure_base(client, recipe, force)
             (context / "Dockerfile").write_text(_dockerfile(base, recipe))
             previous = _image_id(client, name)
@@ -275,7 +275,7 @@ def _debootstrap(packages: list[str], tarball: Path) -> None:
         shutil.rmtree(rootfs, ignore_errors=True)
 
 
-def _download_wheels(packages: Iterable[str], dest: Path) -> None:
+def download_wheels(packages: Iterable[str], dest: Path) -> None:
     """Download wheels (dependencies included) for the image's python 3.11 with the host's pip."""
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
            "--python-version", "3.11", "--implementation", "cp", "-d", str(dest)]

@@ -18,17 +18,21 @@ sys.modules["demo_plan"] = demo_plan  # dataclasses look their module up there
 _spec.loader.exec_module(demo_plan)
 
 
-def test_fast_machine_gets_the_full_demo_and_a_slow_one_the_small() -> None:
-    # 234 tokens/s: SFT's measured speed with native bf16; 65: float32 on an AVX2-only EPYC.
-    assert demo_plan.choose(234.0, None).name == "full"
-    assert demo_plan.choose(65.0, None).name == "small"
-    assert demo_plan.choose(65.0, None).minutes(65.0) <= demo_plan.BUDGET_MINUTES
+def test_each_machine_gets_the_largest_demo_that_fits() -> None:
+    # Training tokens/s: native bf16 on an AVX-512 EPYC (~325), float32 there (~85), float32 on an
+    # AVX2-only EPYC whose matmul is 132 ms (~49).
+    assert demo_plan.choose(325.0, None).name == "full"
+    assert demo_plan.choose(200.0, None).name == "small"
+    assert demo_plan.choose(49.0, None).name == "tiny"
+    for rate in (325.0, 200.0):
+        assert demo_plan.choose(rate, None).minutes(rate) <= demo_plan.BUDGET_MINUTES
+    assert demo_plan.choose(49.0, None).minutes(49.0) <= 15.0  # the slowest still within the promise
 
 
 def test_too_slow_for_any_size_still_runs_the_smallest_and_the_override_wins() -> None:
     assert demo_plan.choose(1.0, None).name == demo_plan.SIZES[-1].name
     assert demo_plan.choose(1.0, "full").name == "full"
-    with pytest.raises(SystemExit, match="DEMO_SIZE must be one of full, small"):
+    with pytest.raises(SystemExit, match="DEMO_SIZE must be one of full, small, tiny"):
         demo_plan.choose(100.0, "huge")
 
 
