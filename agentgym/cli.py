@@ -14,6 +14,7 @@ from rich.table import Table
 
 from agentgym.errors import AgentGymError
 from agentgym.sandboxes.cli import sandbox_app
+from agentgym.envs.swe.cli import swe_app
 
 app = typer.Typer(help="agentgym: a gym for multi-turn agentic RL.", no_args_is_help=True, pretty_exceptions_enable=False)
 envs_app = typer.Typer(help="Registered environments.", no_args_is_help=True)
@@ -23,6 +24,7 @@ app.add_typer(envs_app, name="envs")
 app.add_typer(textworld_app, name="textworld")
 app.add_typer(traj_app, name="trajectories")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(swe_app, name="swe")
 
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)

@@ -15,3 +15,8 @@ def register_builtin_envs() -> None:
         "agentgym.envs.tools.python_tool:PythonToolEnv",
         description="Calculation tasks solved by running Python or shell in a sandbox; reward for the exact answer.",
     )
+    register(
+        "swe-gym",
+        "agentgym.envs.swe.swe_env:SWEGymEnv",
+        description="SWE-bench-format tasks: fix a bug in a real repository; graded by its own tests with swebench.",
+    )
