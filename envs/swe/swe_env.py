@@ -9,7 +9,7 @@ from typing import Any
 
 from agentgym.env import EpisodeStart, StepOutcome, TextEnv
 from agentgym.envs.swe.grading import GradeReport
-from agentgym.envs.swe.instance import SWEInstance, load_instances
+from agentgym.envs.swe.instance import load_instances
 from agentgym.envs.swe.specs import SpecSet, load_specs
 from agentgym.envs.swe.tools import RepoTools
 from agentgym.envs.swe.walkthrough import walkthrough
