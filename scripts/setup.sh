@@ -33,6 +33,8 @@ want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
 # bubblewrap falls back to the host's root with one warning line.
 prepare_rootfs() {
   "$VENV/bin/agentgym" sandbox prepare-rootfs || echo "setup: the sandbox root filesystem could not be prepared (see above); bubblewrap will use the host's /usr and /etc" >&2
+  # swe-gym's built-in task set: its projects' repositories from their sdists, and their sandbox roots.
+  "$VENV/bin/agentgym" swe prepare || echo "setup: the swe-gym task set could not be prepared (see above); run \`agentgym swe prepare\` when PyPI is reachable" >&2
 }
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/agentgym" ]; then
   prepare_rootfs

@@ -40,6 +40,14 @@ def prepare_command(
     files = [tasks] if tasks else [default_tasks(s) for s in SPLITS]
     for line in prepare_repos(files, repos_dir):
         console.print(line, highlight=False)
+    if tasks is None:
+        # The built-in set's bubblewrap roots (the specs' wheels, downloaded now so episodes need no network).
+        from agentgym.envs.swe.bwrap_root import environment_rootfs
+        from agentgym.envs.swe.specs import load_specs
+        from agentgym.envs.swe.swe_env import default_specs
+
+        for spec in load_specs(default_specs()).specs:
+            console.print(f"{spec.repo} {spec.version}: bubblewrap root {environment_rootfs(spec)}", highlight=False)
 
 
 @swe_app.command("validate")
