@@ -105,7 +105,7 @@ def check_local(m: mut.Mutation, source: str = SOURCE) -> str:
     return "".join(new_lines[m.start - 1:m.end + delta])
 
 
-@pytest.mark.parametrize(("operator", "function", "before", "after"), [
+CASES = [
     ("flip_comparison", "compare", "return a < b", "return a <= b"),
     ("flip_comparison", "Box.get", "if key in self.data:", "if key not in self.data:"),
     ("flip_comparison", "loop", "if x is None:", "if x is not None:"),
@@ -125,7 +125,14 @@ def check_local(m: mut.Mutation, source: str = SOURCE) -> str:
     ("swap_arguments", "args", "return math.pow(a, b)", "return math.pow(b, a)"),
     ("swap_break_continue", "loop", "break", "continue"),
     ("swap_min_max", "extreme", "return min(xs)", "return max(xs)"),
-])
+]
+
+
+def test_every_operator_has_a_case():
+    assert {case[0] for case in CASES} == set(mut.OPERATOR_NAMES)
+
+
+@pytest.mark.parametrize(("operator", "function", "before", "after"), CASES)
 def test_each_operator_makes_its_bug_and_nothing_else(operator, function, before, after):
     found = [m for m in by_operator(operator) if m.function == function]
     assert found, f"{operator} proposed nothing in {function}"

@@ -373,8 +373,7 @@ def _swap_min_max(node: ast.AST, data: bytes, starts: list[int]) -> Iterator[_Ca
 
 _OPERATORS = (_flip_comparison, _swap_arithmetic, _swap_augmented, _swap_bool_op, _off_by_one, _slice_bound,
               _negate_condition, _drop_return_value, _swap_arguments, _swap_break_continue, _swap_min_max)
-OPERATOR_NAMES = ("flip_comparison", "swap_arithmetic", "swap_augmented", "swap_bool_op", "off_by_one", "slice_bound",
-                  "negate_condition", "drop_return_value", "swap_arguments", "swap_break_continue", "swap_min_max")
+OPERATOR_NAMES = tuple(op.__name__.lstrip("_") for op in _OPERATORS)
 
 
 # --- text edits and their check ---

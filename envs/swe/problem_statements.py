@@ -21,6 +21,8 @@ MAX_LINES_PER_TEST = 6
 MAX_LINE_CHARS = 160
 _HEADER = re.compile(r"^_{3,} (.+?) _{3,}$")
 _SECTION_END = re.compile(r"^={5,} .* ={5,}$")
+# Object addresses differ from run to run; a report quotes them as 0x... so that rebuilding gives the same text.
+_ADDRESS = re.compile(r"\b0x[0-9a-f]{6,16}\b")
 # pytest's own hints, not part of the error.
 _NOISE = ("Use -v to get more diff", "Full diff:", "Omitting ")
 
@@ -75,7 +77,7 @@ def _clean(lines: Sequence[str], hide: Sequence[str]) -> list[str]:
     for line in lines:
         if any(h and h in line for h in hide):
             continue
-        line = line[indent:]
+        line = _ADDRESS.sub("0x...", line[indent:])
         kept.append(line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS - 3] + "...")
         if len(kept) == MAX_LINES_PER_TEST:
             break
