@@ -20,11 +20,18 @@ def build_tasks_command(
     n: Annotated[int, typer.Option("--n", help="Instances to keep.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the candidate bug sample.")] = 0,
     repos_dir: Annotated[Optional[Path], typer.Option("--repos", help="Where the project's git repository goes.")] = None,
+    workers: Annotated[int, typer.Option(help="Candidates judged at once, each in its own sandbox.")] = 1,
+    max_failing: Annotated[Optional[int], typer.Option(help="Keep a bug only when at most this many tests fail.")] = None,
+    rewrite_base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server that rephrases problem statements.")] = None,
+    rewrite_model: Annotated[Optional[str], typer.Option(help="Its model name.")] = None,
 ) -> None:
     """Inject bugs into a real project and keep those its own tests catch, as SWE-bench instances."""
-    from agentgym.envs.swe.builder import build_tasks, specs_path
+    from agentgym.envs.swe.builder import BuildOptions, build_tasks, specs_path
 
-    report = build_tasks(package, n, out, seed=seed, repos_dir=repos_dir)
+    overrides = {k: v for k, v in {"max_failing": max_failing, "rewrite_base_url": rewrite_base_url,
+                                   "rewrite_model": rewrite_model}.items() if v is not None}
+    report = build_tasks(package, n, out, seed=seed, workers=workers, repos_dir=repos_dir,
+                         options=BuildOptions(**overrides))
     console.print(f"{report}\ntasks: {out}\nspecs: {specs_path(out)}", highlight=False)
 
 

@@ -6,9 +6,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from agentgym.envs.swe import repos
-from agentgym.envs.swe.builder import rebuild_base_commits
+from agentgym.envs.swe.builder import default_repos_dir, rebuild_base_commits
 from agentgym.envs.swe.instance import load_instances
-from agentgym.envs.swe.workspace import default_repos_dir
 
 
 def prepare_repos(task_files: Sequence[Path], repos_dir: Path | None = None) -> Iterator[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agentgym.cache import cache_root, file_lock, recipe_key
 from agentgym.envs.swe import repos
+from agentgym.envs.swe.builder import default_repos_dir
 from agentgym.envs.swe.grading import GradeReport, agent_diff_filter, eval_script, grade
 from agentgym.envs.swe.instance import SWEInstance, repo_dirname
 from agentgym.envs.swe.specs import RepoSpec
@@ -160,11 +161,6 @@ def export_instance(instance: SWEInstance, repos_dir: Path | None) -> Path:
             repos.export_tree(source, instance.base_commit, dest / "tree")
             done.touch()
     return dest / "tree"
-
-
-def default_repos_dir() -> Path:
-    """Where `agentgym swe prepare` and the task builder keep repositories."""
-    return cache_root() / "swe" / "repos"
 
 
 def environment_image(spec: RepoSpec) -> str:
