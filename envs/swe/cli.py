@@ -57,6 +57,27 @@ def prepare_command(
             console.print(f"{spec.repo} {spec.version}: bubblewrap root {environment_rootfs(spec)}", highlight=False)
 
 
+@swe_app.command("build-images")
+def build_images_command(
+    tasks: Annotated[Path, typer.Argument(help="Task file in the SWE-bench schema.")],
+    specs: Annotated[Optional[Path], typer.Option(help="Spec file; default: TASKS.specs.yaml beside the tasks.")] = None,
+    repos_dir: Annotated[Optional[Path], typer.Option("--repos", help="Directory of OWNER__NAME repositories.")] = None,
+    sandbox_backend: Annotated[str, typer.Option("--backend", help="auto | docker | bwrap")] = "auto",
+) -> None:
+    """Build every instance's environment now (one image or root per repo and version; repos exported per commit)."""
+    import time
+
+    from agentgym.envs.swe.swe_env import SWEGymEnv
+
+    env = SWEGymEnv(tasks=str(tasks), specs=str(specs) if specs else None,
+                    repos_dir=str(repos_dir) if repos_dir else None, sandbox_backend=sandbox_backend)
+    for task_id in env.task_ids():
+        started = time.perf_counter()
+        workspace = env.workspace(task_id)
+        where = workspace.sandbox_spec.image or workspace.sandbox_spec.rootfs
+        console.print(f"{task_id}: {where} ({time.perf_counter() - started:.1f} s)", highlight=False)
+
+
 @swe_app.command("validate")
 def validate_command(
     tasks: Annotated[Optional[Path], typer.Argument(help="Task file (JSONL, JSON, Parquet or a datasets directory).")] = None,
