@@ -145,3 +145,24 @@ def test_a_repo_without_the_base_commit_is_one_clear_error(task_files: tuple[Pat
     env = SWEGymEnv(tasks=str(tasks), repos_dir=str(tmp_path / "repos"), sandbox_backend=BACKENDS[-1])
     with pytest.raises(WorkspaceError, match="local__calc-1: repo .* has no commit"):
         env.reset(options={"task": "local__calc-1"})
+
+
+def test_validate_prints_a_table_and_fails_on_an_instance_whose_gold_patch_does_not_resolve(
+    task_files: tuple[Path, Path], tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from agentgym.cli import app
+
+    tasks, repos_dir = task_files
+    good = CliRunner().invoke(app, ["swe", "validate", str(tasks), "--repos", str(repos_dir), "--backend", BACKENDS[-1]])
+    assert good.exit_code == 0, good.output
+    assert "local__calc-1" in good.output and "resolved" in good.output
+    broken = json.loads(tasks.read_text())
+    broken["patch"] = broken["patch"].replace("+    calc_total = a + b", "+    calc_total = a * b")
+    bad = tmp_path / "tasks.jsonl"
+    bad.write_text(json.dumps(broken) + "\n")
+    (tmp_path / "tasks.specs.yaml").write_text((tasks.parent / "tasks.specs.yaml").read_text())
+    failed = CliRunner().invoke(app, ["swe", "validate", str(bad), "--repos", str(repos_dir), "--backend", BACKENDS[-1]])
+    assert failed.exit_code == 1
+    assert "FAIL" in failed.output and "1 of 1 instances failed validation" in failed.output
