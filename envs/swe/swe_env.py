@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgym.env import EpisodeStart, StepOutcome, TextEnv
+from agentgym.envs.swe.builder import specs_path
 from agentgym.envs.swe.grading import GradeReport
 from agentgym.envs.swe.instance import load_instances
 from agentgym.envs.swe.specs import SpecSet, load_specs
@@ -75,7 +76,7 @@ class SWEGymEnv(TextEnv):
             raise EnvConfigError("specs= needs tasks= as well (the default task set brings its own specs)")
         self._tasks_path = Path(tasks) if tasks else default_tasks(split)
         self._specs: SpecSet = load_specs(Path(specs) if specs else (
-            default_specs() if tasks is None else self._tasks_path.with_name(self._tasks_path.stem + ".specs.yaml")))
+            default_specs() if tasks is None else specs_path(self._tasks_path)))
         self._instances = {i.instance_id: i for i in load_instances(self._tasks_path)}
         for instance in self._instances.values():
             self._specs.for_instance(instance)  # a missing spec is an error now, not in the middle of a run

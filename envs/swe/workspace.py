@@ -141,7 +141,7 @@ def prepare(instance: SWEInstance, spec: RepoSpec, repos_dir: Path | None, backe
 def export_instance(instance: SWEInstance, repos_dir: Path | None) -> Path:
     """The pristine one-commit export of the instance's base_commit, made once under the agentgym cache."""
     source = repos.repo_dir(Path(repos_dir) if repos_dir else default_repos_dir(), instance.repo)
-    if not (source / ".git").exists() and not (source / "HEAD").exists():
+    if not (source / ".git").exists():  # check_commit says the same, without where to get the repository
         raise WorkspaceError(
             f"instance {instance.instance_id}: no repository for {instance.repo} at {source} "
             f"(give --env-opt repos_dir=DIR holding {repo_dirname(instance.repo)}/, or run `agentgym swe prepare`)"
