@@ -1,5 +1,6 @@
-"""agentgym's built-in envs, one subpackage per family (text/, tools/, and later web/, swe/)."""
+"""agentgym's built-in envs, one subpackage per family (text/, tools/, swe/, games/, and later web/)."""
 
+from agentgym.envs.games import register_game_envs
 from agentgym.registry import register
 
 
@@ -11,6 +12,11 @@ def register_builtin_envs() -> None:
         description="TextWorld text adventures generated offline; reward from the game score.",
     )
     register(
+        "alfworld",
+        "agentgym.envs.text.alfworld_env:ALFWorldEnv",
+        description="ALFWorld household tasks on its own TextWorld/PDDL engine; games from ALFWORLD_DATA or generated offline.",
+    )
+    register(
         "python-tool",
         "agentgym.envs.tools.python_tool:PythonToolEnv",
         description="Calculation tasks solved by running Python or shell in a sandbox; reward for the exact answer.",
@@ -20,3 +26,4 @@ def register_builtin_envs() -> None:
         "agentgym.envs.swe.swe_env:SWEGymEnv",
         description="SWE-bench-format tasks: fix a bug in a real repository; graded by its own tests with swebench.",
     )
+    register_game_envs()

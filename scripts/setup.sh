@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3.11}
-APT_PACKAGES=(bubblewrap docker.io debootstrap)
+APT_PACKAGES=(bubblewrap docker.io debootstrap stockfish)
 
 # --- apt: install only what is missing (root on these machines; sudo elsewhere) ---
 missing=()
