@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 from agentgym.store import iter_trajectories
 from agentgym.types import Trajectory
 
-_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+_MESSAGE = pa.struct([
+    ("role", pa.string()), ("content", pa.string()), ("tool_call_id", pa.string()), ("tool_calls_json", pa.string()),
+])
 _TURN = pa.struct([
     ("index", pa.int32()),
     ("prompt_messages", pa.list_(pa.int32())),
@@ -69,7 +71,13 @@ def _row(t: Trajectory) -> dict[str, Any]:
         "policy_kind": t.policy.kind, "policy_model": t.policy.model, "policy_weights_step": t.policy.weights_step,
         "sampling_json": t.sampling.model_dump_json(), "env_kwargs_json": json.dumps(t.env_kwargs, default=str),
         "instructions": t.instructions, "initial_observation": t.initial_observation,
-        "messages": [{"role": m.role, "content": m.content} for m in t.messages],
+        "messages": [
+            {
+                "role": m.role, "content": m.content, "tool_call_id": m.tool_call_id,
+                "tool_calls_json": json.dumps([c.model_dump() for c in m.tool_calls]) if m.tool_calls else None,
+            }
+            for m in t.messages
+        ],
         "turns": [
             {
                 "index": u.index, "prompt_messages": u.prompt_messages,

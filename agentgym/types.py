@@ -20,13 +20,29 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FunctionCall(Record):
+    """The function a tool call names and its arguments, a JSON string as OpenAI's API sends them."""
+
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallRecord(Record):
+    """One structured tool call of an assistant message, in OpenAI's wire form."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(Record):
-    """One chat message."""
+    """One chat message; an assistant message may carry structured tool calls, a tool message answers one."""
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[ToolCallRecord] | None = None
 
 
 class SamplingParams(Record):
@@ -49,6 +65,10 @@ class Completion(Record):
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tool_calls: list[ToolCallRecord] | None = Field(
+        None, description="Calls the server returned as structured fields; `text` then ends with them rendered as <tool_call> text."
+    )
+    content: str | None = Field(None, description="The reply's own text without the rendered calls, when `tool_calls` is set.")
 
 
 class ErrorRecord(Record):

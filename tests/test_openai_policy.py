@@ -68,3 +68,23 @@ async def test_structured_tool_calls_become_tool_call_text() -> None:
         completion = await policy.act(MESSAGES, tools=TOOLS)
         await policy.aclose()
     assert parse_tool_call(completion.text) == ToolCall("python", {"code": "print(1)"})
+
+
+async def test_a_structured_call_is_kept_and_its_result_goes_back_as_a_tool_message() -> None:
+    from agentgym.rollout import EpisodeJob, RolloutConfig, RolloutEngine
+    from tests.toy_envs import CountdownEnv
+
+    with FakeOpenAIServer(tool_call={"name": "python", "arguments": '{"code": "1"}'}) as server:
+        policy = OpenAIPolicy(server.base_url, "fake-model", max_retries=0)
+        engine = RolloutEngine(lambda: CountdownEnv(), policy, RolloutConfig(concurrency=1, max_turns=2), env_id="countdown")
+        [traj] = await engine.run([EpisodeJob(task_id="count-3", seed=0, group_id="g")])
+        await policy.aclose()
+    first = traj.turns[0]
+    assert first.completion.startswith("<tool_call>")  # the env still reads the call as text
+    reply, answer = traj.messages[first.prompt_messages[-1] + 1], traj.messages[first.prompt_messages[-1] + 2]
+    assert reply.role == "assistant" and reply.content == "" and reply.tool_calls[0].id == "call_1"
+    assert answer.role == "tool" and answer.tool_call_id == "call_1" and answer.content == first.observation
+    # The second request carries the call and its answer in OpenAI's wire form.
+    sent = server.requests[-1]["messages"]
+    assert sent[-2]["tool_calls"] == [{"id": "call_1", "type": "function", "function": {"name": "python", "arguments": '{"code": "1"}'}}]
+    assert sent[-1] == {"role": "tool", "content": first.observation, "tool_call_id": "call_1"}

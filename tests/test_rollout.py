@@ -40,6 +40,27 @@ def test_history_window_keeps_the_goal_and_the_last_exchanges() -> None:
     assert ChatHistory([], "", "goal").window_indices(None) == [0]  # no system message without instructions
 
 
+def test_structured_tool_calls_are_answered_by_tool_messages_with_their_ids() -> None:
+    from agentgym.rollout.prompts import NOT_RUN
+    from agentgym.types import FunctionCall, ToolCallRecord
+
+    messages: list[Message] = []
+    h = ChatHistory(messages, "rules", "goal")
+    h.add("plain", "o0")
+    calls = [ToolCallRecord(id="c1", function=FunctionCall(name="bash", arguments='{"command": "ls"}')),
+             ToolCallRecord(id="c2", function=FunctionCall(name="bash", arguments='{"command": "pwd"}'))]
+    h.add("let me look", "README.md", calls)
+    h.add("done", "o2")
+    assert [(m.role, m.content, m.tool_call_id) for m in messages[2:]] == [
+        ("assistant", "plain", None), ("user", "o0", None),
+        ("assistant", "let me look", None), ("tool", "README.md", "c1"), ("tool", NOT_RUN, "c2"),
+        ("assistant", "done", None), ("user", "o2", None)]
+    assert messages[4].tool_calls == calls and h.exchanges == 3
+    # The window counts exchanges, not messages: the two-call exchange is kept or dropped whole.
+    assert h.window_indices(2) == [0, 1, 4, 5, 6, 7, 8]
+    assert h.window_indices(1) == [0, 1, 7, 8] and h.window_indices(0) == [0, 1]
+
+
 async def test_results_in_job_order_and_every_trajectory_to_callbacks() -> None:
     seen = []
     engine = RolloutEngine(lambda: CountdownEnv(), ScriptedPolicy(["down"] * 5), RolloutConfig(concurrency=3),

@@ -98,5 +98,5 @@ def test_parquet_export_loads_in_pyarrow_and_datasets(tmp_path: Path) -> None:
     assert ds[2]["turns"][0]["completion_token_ids"] is None
     assert ds[1]["error_type"] == "RuntimeError" and ds[0]["success"] is True
     assert ds[0]["turns"][2]["prompt_messages"] == [0, 5]
-    assert ds[0]["messages"][5] == {"role": "user", "content": "obs 2"}
+    assert ds[0]["messages"][5] == {"role": "user", "content": "obs 2", "tool_call_id": None, "tool_calls_json": None}
     assert [row["policy_weights_step"] for row in ds] == [None, 1, 2]

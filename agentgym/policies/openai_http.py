@@ -14,7 +14,7 @@ import openai
 from agentgym.errors import ContextOverflowError, ModelNotFoundError, PolicyError, ServerUnreachableError
 from agentgym.policies.base import EpisodeContext, Policy
 from agentgym.tool_calls import ToolCall, render_tool_call
-from agentgym.types import Completion, Message, PolicyInfo, SamplingParams
+from agentgym.types import Completion, FunctionCall, Message, PolicyInfo, SamplingParams, ToolCallRecord
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +124,21 @@ class OpenAIPolicy(Policy):
 def _to_completion(response: Any) -> Completion:
     """Map a chat completion (with vLLM's extra fields when present) onto a Completion."""
     choice = response.choices[0]
-    text = choice.message.content or ""
+    content = choice.message.content or ""
+    text = content
     # A server with a tool-call parser returns calls as structured fields, not text. Envs read actions
-    # as text, so the calls are written back in the <tool_call> form that agentgym.tool_calls parses.
-    for call in getattr(choice.message, "tool_calls", None) or []:
-        arguments = call.function.arguments
+    # as text, so the calls are written back in the <tool_call> form that agentgym.tool_calls parses;
+    # the records are kept too, so the history answers them as tool messages with their ids.
+    records: list[ToolCallRecord] = []
+    for n, call in enumerate(getattr(choice.message, "tool_calls", None) or []):
+        arguments = call.function.arguments or ""
         try:
             parsed = json.loads(arguments) if arguments else {}
         except json.JSONDecodeError:
             parsed = arguments
         text += render_tool_call(ToolCall(call.function.name, parsed))
+        call_id = getattr(call, "id", None) or f"call_{n}"
+        records.append(ToolCallRecord(id=call_id, function=FunctionCall(name=call.function.name, arguments=arguments or "{}")))
     token_ids = getattr(choice, "token_ids", None)
     logprobs: list[float] | None = None
     entries = choice.logprobs.content if choice.logprobs is not None else None
@@ -150,6 +155,8 @@ def _to_completion(response: Any) -> Completion:
         finish_reason=choice.finish_reason,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else len(token_ids or []),
+        tool_calls=records or None,
+        content=content if records else None,
     )
 
 

@@ -214,7 +214,10 @@ class RolloutEngine:
                 truncated=bool(truncated or cut), signals=info.get("signals") or {},
                 policy_seconds=policy_seconds, env_seconds=env_seconds,
             ))
-            history.add(completion.text, observation)
+            if completion.tool_calls:  # answered as a tool message, so the server sees its own call's result
+                history.add(completion.content or "", observation, completion.tool_calls)
+            else:
+                history.add(completion.text, observation)
             if terminated or truncated or cut:
                 traj.terminated, traj.truncated = bool(terminated), bool(truncated or cut)
                 if traj.truncated and not traj.terminated:
