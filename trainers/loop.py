@@ -167,6 +167,7 @@ class Trainer:
         })
         # What the heartbeat line reports: the phase of which step, episodes and tokens played, last metrics.
         self._phase: tuple[int, str] = (0, "starting")
+        self._server: Any = None  # the VLLMServer this run started, watched for an early exit
         self._episodes = self._tokens = 0
         self._last: dict[str, float] = {}
         self._step_seconds: list[float] = []
@@ -237,6 +238,7 @@ class Trainer:
             torch.set_num_threads(threads)
             self.console.print(f"asynchronous rollouts: the trainer uses {threads} of this machine's CPU threads beside vLLM")
         with server:
+            self._server = server
             yield OpenAIPolicy(server.base_url, name), VLLMReloadSync(server.base_url, sync_dir, name)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -447,8 +449,10 @@ class Trainer:
                     lambda: agentgym.make(cfg.env, **cfg.env_kwargs), policy, self._rollout_config(cfg.rollout.sampling),
                     env_id=cfg.env, env_kwargs=cfg.env_kwargs, callbacks=[writer.write, self._count_episode],
                 )
-                for t in await engine.run(todo):
-                    done[(t.group_id, t.sample_index)] = t
+                played = await engine.run(todo)
+            self._fail_if_the_policy_is_gone(played, f"step {step + 1}'s rollouts")
+            for t in played:
+                done[(t.group_id, t.sample_index)] = t
         return [done[(j.group_id, j.sample_index)] for j in jobs if (j.group_id, j.sample_index) in done]
 
     async def _evaluate(self, policy: Policy, env_kwargs: dict[str, Any], eval_tasks: Sequence[str], step: int) -> EvalSummary:
@@ -463,11 +467,31 @@ class Trainer:
             out.rename(out.with_name(f"{out.name}.interrupted-{int(time.time())}"))
         jobs = eval_jobs(eval_tasks, cfg)
         self._phase = (max(step - 1, 0), f"held-out evaluation ({len(jobs)} episodes)")
-        return await evaluate(
+        summary = await evaluate(
             lambda: agentgym.make(cfg.env, **env_kwargs), policy, jobs, out,
             env_id=cfg.env, env_kwargs=env_kwargs, config=self._rollout_config(cfg.eval_sampling),
             callbacks=[self._count_episode],
         )
+        self._fail_if_the_policy_is_gone(read_trajectories(out / "trajectories.jsonl"), "the held-out evaluation")
+        return summary
+
+    def _fail_if_the_policy_is_gone(self, trajectories: Sequence[Trajectory], what: str) -> None:
+        """Stop the run when its vLLM server died, or every episode failed in the policy.
+
+        Episodes that fail one by one are recorded and left out of the update; but a dead server
+        fails them all, and going on would train on nothing and report a held-out success of 0.
+        """
+        server = self._server
+        if server is not None and not server.is_running():
+            code = server.process.returncode if server.process is not None else None
+            raise AgentGymError(
+                f"the vLLM server exited (code {code}) during {what}; the end of its log {server.log_path}:\n"
+                f"{server.log_tail()}"
+            )
+        failed = [t for t in trajectories if t.error is not None and t.error.where == "policy"]
+        if failed and len(failed) == len(trajectories):
+            first = failed[0].error
+            raise AgentGymError(f"every episode of {what} failed in the policy; the first: {first.type}: {first.message}")
 
     def _rollout_config(self, sampling: SamplingParams) -> RolloutConfig:
         return engine_config(self.cfg, sampling)
