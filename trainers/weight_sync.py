@@ -36,7 +36,6 @@ save ~10 ms, reload 20-150 ms. Server logprobs then match the trainer's to ~2e-5
 from __future__ import annotations
 
 import copy
-import json
 import re
 import shutil
 import time
@@ -48,7 +47,9 @@ from typing import Any
 import httpx
 import torch
 
-from agentgym.errors import AgentGymError
+from agentgym.errors import AgentGymError, PolicyError
+from agentgym.policies import scoring as _scoring
+from agentgym.policies.scoring import _error_text, _one_line
 
 __all__ = [
     "WeightSyncError",
@@ -389,27 +390,6 @@ def _root(base_url: str) -> str:
     return base_url.rstrip("/").removesuffix("/v1")
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    """`text` collapsed to one line and cut to `limit` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def _error_text(response: httpx.Response) -> str:
-    """The server's error message (vLLM's {"error": {"message"}} or FastAPI's {"detail"}), on one line."""
-    try:
-        body = response.json()
-    except ValueError:
-        return _one_line(response.text)
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return _one_line(str(error["message"]))
-        if body.get("detail"):
-            return _one_line(str(body["detail"]))
-    return _one_line(json.dumps(body))
-
-
 def _route_missing(response: httpx.Response) -> bool:
     """Whether a 404 is FastAPI's "no such route" rather than a handler's own not-found answer."""
     if response.status_code != 404:
@@ -457,37 +437,12 @@ def _post(
 
 
 def score_prompt_logprobs(base_url: str, model: str, token_ids: list[int], timeout: float = 60.0) -> list[float]:
-    """Server-side teacher-forced log p(token_ids[j] | token_ids[:j]) for j = 1..n-1 (vLLM prompt_logprobs)."""
-    if len(token_ids) < 2:
-        raise ValueError("score_prompt_logprobs needs at least two token ids (the first has no logprob)")
-    url = base_url.rstrip("/") + "/completions"
-    payload = {
-        "model": model,
-        "prompt": [int(t) for t in token_ids],
-        "max_tokens": 1,
-        "temperature": 0,
-        "prompt_logprobs": 0,
-    }
-    with httpx.Client(timeout=timeout) as client:
-        data = _post(client, url, payload, what="scoring a prompt").json()
-    choices = data.get("choices") or [{}]
-    entries = choices[0].get("prompt_logprobs", data.get("prompt_logprobs"))
-    if not isinstance(entries, list) or len(entries) != len(token_ids):
-        got = len(entries) if isinstance(entries, list) else type(entries).__name__
-        raise WeightSyncError(
-            f"scoring a prompt: expected {len(token_ids)} prompt_logprobs entries from {url}, got {got}"
-        )
-    out = []
-    for j, (token, entry) in enumerate(zip(token_ids[1:], entries[1:]), start=1):
-        if isinstance(entry, list):  # some versions send a list of {token_id, logprob} records
-            entry = {str(e.get("token_id", e.get("token"))): e for e in entry}
-        if not isinstance(entry, dict) or str(token) not in entry:
-            raise WeightSyncError(
-                f"scoring a prompt: no logprob for prompt token {j} (id {token}) in {_one_line(str(entry))}"
-            )
-        value = entry[str(token)]
-        out.append(float(value["logprob"] if isinstance(value, dict) else value))
-    return out
+    """agentgym.policies.scoring.score_prompt_logprobs, with its failures raised as WeightSyncError."""
+    # The scorer lives with the policies now; weight-sync callers (checks after a push) catch WeightSyncError.
+    try:
+        return _scoring.score_prompt_logprobs(base_url, model, token_ids, timeout)
+    except PolicyError as exc:
+        raise WeightSyncError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- syncs
