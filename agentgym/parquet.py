@@ -58,6 +58,8 @@ SCHEMA = pa.schema([
     ("truncation_reason", pa.string()),
     ("error_type", pa.string()),
     ("error_message", pa.string()),
+    ("reset_info_json", pa.string()),
+    ("final_info_json", pa.string()),
     ("started_at", pa.float64()),
     ("duration_seconds", pa.float64()),
 ])
@@ -92,6 +94,7 @@ def _row(t: Trajectory) -> dict[str, Any]:
         ],
         "num_turns": t.num_turns, "total_reward": t.total_reward, "success": t.success,
         "terminated": t.terminated, "truncated": t.truncated, "truncation_reason": t.truncation_reason,
+        "reset_info_json": json.dumps(t.reset_info, default=str), "final_info_json": json.dumps(t.final_info, default=str),
         "error_type": t.error.type if t.error else None, "error_message": t.error.message if t.error else None,
         "started_at": t.started_at, "duration_seconds": t.duration_seconds,
     }

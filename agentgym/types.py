@@ -153,7 +153,10 @@ class Trajectory(Record):
     error: ErrorRecord | None = None
     started_at: float
     duration_seconds: float = 0.0
-    final_info: dict[str, Any] = Field(default_factory=dict)
+    reset_info: dict[str, Any] = Field(
+        default_factory=dict, description="The env's reset info (its task data, e.g. the ground-truth `answer`), less the keys stored apart."
+    )
+    final_info: dict[str, Any] = Field(default_factory=dict, description="The last step's info, less the keys stored apart.")
 
     @property
     def num_turns(self) -> int:

@@ -238,3 +238,14 @@ async def test_a_failing_env_close_is_logged(caplog: pytest.LogCaptureFixture) -
         await RolloutEngine(lambda: BadClose(), ScriptedPolicy(["down"] * 3), RolloutConfig()).run(plan_episodes(["count-2"], 1))
         await asyncio.sleep(0.2)  # the close runs in the env's thread
     assert any("close exploded" in (r.exc_text or "") or "close exploded" in str(r.exc_info) for r in caplog.records)
+
+
+async def test_a_trajectory_keeps_the_reset_and_final_info_less_what_is_stored_apart() -> None:
+    from agentgym.rollout.engine import kept_info
+
+    engine = RolloutEngine(lambda: CountdownEnv(), ScriptedPolicy(["down"] * 5), RolloutConfig(concurrency=1), env_id="countdown")
+    [traj] = await engine.run(plan_episodes(["count-2"], 1))
+    assert traj.reset_info["task_id"] == "count-2" and traj.reset_info["turn"] == 0
+    assert traj.final_info["success"] is True and traj.final_info["turn"] == 2
+    assert not {"instructions", "tools", "admissible_actions"} & (set(traj.reset_info) | set(traj.final_info))
+    assert kept_info({"answer": "Paris", "odd": {1, 2}.__class__, "tools": [1]}) == {"answer": "Paris", "odd": "<class 'set'>"}

@@ -8,6 +8,7 @@ coroutines; env calls block, so each worker runs its env in a thread of its own
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -186,6 +187,7 @@ class RolloutEngine:
         observation, info = await env_call(lambda: env.reset(seed=job.seed, options={"task": job.task_id}))
         traj.instructions = info.get("instructions") or ""
         traj.initial_observation = observation
+        traj.reset_info = kept_info(info)
         history = ChatHistory(traj.messages, traj.instructions, observation)
         tools = info.get("tools")
         context = EpisodeContext(episode_id=traj.trajectory_id, task_id=job.task_id, turn=0, reset_info=info)
@@ -223,7 +225,7 @@ class RolloutEngine:
                 if traj.truncated and not traj.terminated:
                     traj.truncation_reason = "max_turns" if cut else "env"
                 traj.success = info.get("success")
-                traj.final_info = {k: v for k, v in info.items() if k in ("success", "task_id", "signals")}
+                traj.final_info = kept_info(info)
                 return
 
     async def _ask(
@@ -248,6 +250,17 @@ class RolloutEngine:
                     log.info("episode %s ends at turn %d: %s", traj.trajectory_id, turn, exc)
                     return None
                 keep = shown // 2  # fewer past exchanges; the instructions and the goal always stay
+
+
+# Info keys a trajectory stores elsewhere (instructions), or that repeat at every step and can be
+# rebuilt (tool schemas, the admissible actions of that moment).
+_INFO_STORED_APART = ("instructions", "tools", "admissible_actions")
+
+
+def kept_info(info: dict[str, Any]) -> dict[str, Any]:
+    """An env info dict as a trajectory keeps it: JSON values only (others become strings), less the keys stored apart."""
+    kept = {k: v for k, v in info.items() if k not in _INFO_STORED_APART}
+    return json.loads(json.dumps(kept, default=str))
 
 
 def _raise_if_cancelled() -> None:
