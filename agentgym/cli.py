@@ -15,6 +15,7 @@ from rich.table import Table
 from agentgym.errors import AgentGymError
 from agentgym.sandboxes.cli import sandbox_app
 from agentgym.envs.swe.cli import swe_app
+from agentgym.envs.text.alfworld_cli import alfworld_app
 
 app = typer.Typer(help="agentgym: a gym for multi-turn agentic RL.", no_args_is_help=True, pretty_exceptions_enable=False)
 envs_app = typer.Typer(help="Registered environments.", no_args_is_help=True)
@@ -25,6 +26,7 @@ app.add_typer(textworld_app, name="textworld")
 app.add_typer(traj_app, name="trajectories")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(swe_app, name="swe")
+app.add_typer(alfworld_app, name="alfworld")
 
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -176,6 +178,7 @@ def train_command(
     model: Annotated[Optional[str], typer.Option(help="Alias, HF directory (e.g. an `agentgym sft` output) or .gguf.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="A running vLLM server to roll out on and update (default: start one).")] = None,
     rollout: Annotated[Optional[str], typer.Option(help="vllm | inprocess.")] = None,
+    reward: Annotated[Optional[str], typer.Option(help="Reward model: env (default) | dra | gra | igpo; settings as reward.KEY=VALUE.")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (rank 16) instead of all weights.")] = False,
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     device: Annotated[Optional[str], typer.Option(help="Where the trained model runs: auto (cuda if present) | cpu | cuda | cuda:N.")] = None,
@@ -203,7 +206,7 @@ def train_command(
     flags: dict[str, Any] = {
         "env": env, "algo": algo, "model": model, "base_url": base_url, "rollout_backend": rollout, "steps": steps,
         "out": str(out) if out else None, "env_kwargs": parse_key_values(env_opt or [], "--env-opt"),
-        "device": device, "update": {"epo": {"enabled": epo}, "precision": precision},
+        "device": device, "update": {"epo": {"enabled": epo}, "precision": precision}, "reward": {"name": reward},
     }
     if lora:
         flags["lora"] = {}

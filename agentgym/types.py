@@ -72,15 +72,15 @@ class Completion(Record):
 
 
 class ErrorRecord(Record):
-    """An exception that ended an episode, kept with its traceback."""
+    """An exception that ended an episode (or, `where="reward"`, that its reward model raised), with its traceback."""
 
     type: str
     message: str
     traceback: str
-    where: Literal["env", "policy", "timeout", "engine"]
+    where: Literal["env", "policy", "timeout", "engine", "reward"]
 
     @classmethod
-    def from_exception(cls, exc: BaseException, where: Literal["env", "policy", "timeout", "engine"]) -> ErrorRecord:
+    def from_exception(cls, exc: BaseException, where: Literal["env", "policy", "timeout", "engine", "reward"]) -> ErrorRecord:
         """Capture an exception's type, message and traceback."""
         return cls(
             type=type(exc).__name__,

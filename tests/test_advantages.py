@@ -43,7 +43,7 @@ def assert_close(got: list[list[float]], want: list[list[float]]) -> None:
 
 
 def test_the_registry_holds_the_four_estimators() -> None:
-    assert advantage_names() == ["grpo", "igpo", "rloo", "turn_norm"]
+    assert advantage_names() == ["grpo", "grpo_turn", "igpo", "rloo", "rloo_turn", "turn_norm"]
 
 
 # ---- grpo -----------------------------------------------------------------------------------
@@ -52,25 +52,25 @@ def test_the_registry_holds_the_four_estimators() -> None:
 def test_grpo_gamma_1_compares_each_return_with_the_mean_at_its_own_turn_index() -> None:
     # t=0: 3 - 7/3 = 2/3, 1 - 7/3 = -4/3, 3 - 7/3 = 2/3;  t=1: 2 - 1.5 = 0.5, 1 - 1.5 = -0.5;  t=2: lone -> 0.
     # (Comparing G_{0,1} = 2 with mean G_0 = 7/3, as turn_advantages does, would make it -1/3.)
-    assert_close(advantages("grpo", 1.0, False), [[2 / 3, 0.5, 0.0], [-4 / 3, -0.5], [2 / 3]])
+    assert_close(advantages("grpo_turn", 1.0, False), [[2 / 3, 0.5, 0.0], [-4 / 3, -0.5], [2 / 3]])
 
 
 def test_grpo_gamma_1_with_std() -> None:
     # t=0: (2/3) / (2 sqrt(2)/3) = 1/sqrt(2), (-4/3) / (2 sqrt(2)/3) = -sqrt(2);  t=1: +-0.5 / 0.5 = +-1.
     r2 = math.sqrt(2)
-    assert_close(advantages("grpo", 1.0, True), [[1 / r2, 1.0, 0.0], [-r2, -1.0], [1 / r2]])
+    assert_close(advantages("grpo_turn", 1.0, True), [[1 / r2, 1.0, 0.0], [-r2, -1.0], [1 / r2]])
 
 
 def test_grpo_gamma_half() -> None:
     # t=0: 1.5 - 5/3 = -1/6, 0.5 - 5/3 = -7/6, 3 - 5/3 = 4/3;  t=1: both returns are 1 -> 0;  t=2: lone -> 0.
-    assert_close(advantages("grpo", 0.5, False), [[-1 / 6, 0.0, 0.0], [-7 / 6, 0.0], [4 / 3]])
+    assert_close(advantages("grpo_turn", 0.5, False), [[-1 / 6, 0.0, 0.0], [-7 / 6, 0.0], [4 / 3]])
 
 
 def test_grpo_gamma_half_with_std() -> None:
     # t=0: deviations (-1/6, -7/6, 4/3), squares (1, 49, 64)/36, pop. variance 114/108 = 19/18.
     # t=1: std 0 and deviations 0, so 0 / (0 + eps) = 0 rather than a blow-up.
     s = math.sqrt(19 / 18)
-    assert_close(advantages("grpo", 0.5, True), [[-1 / 6 / s, 0.0, 0.0], [-7 / 6 / s, 0.0], [4 / 3 / s]])
+    assert_close(advantages("grpo_turn", 0.5, True), [[-1 / 6 / s, 0.0, 0.0], [-7 / 6 / s, 0.0], [4 / 3 / s]])
 
 
 # ---- rloo -----------------------------------------------------------------------------------
@@ -79,18 +79,18 @@ def test_grpo_gamma_half_with_std() -> None:
 def test_rloo_gamma_1_uses_the_mean_of_the_others_at_each_index() -> None:
     # t=0 (sum 7): 3 - (7-3)/2 = 1, 1 - (7-1)/2 = -2, 3 - (7-3)/2 = 1;  t=1 (sum 3): 2 - 1 = 1, 1 - 2 = -1;  t=2: lone -> 0.
     # (= n/(n-1) times grpo's: 2/3 * 3/2 = 1.)
-    assert_close(advantages("rloo", 1.0, False), [[1.0, 1.0, 0.0], [-2.0, -1.0], [1.0]])
+    assert_close(advantages("rloo_turn", 1.0, False), [[1.0, 1.0, 0.0], [-2.0, -1.0], [1.0]])
 
 
 def test_rloo_gamma_1_with_std() -> None:
     # t=0: 1 / (2 sqrt(2)/3) = 3/(2 sqrt(2)), -2 / (2 sqrt(2)/3) = -3/sqrt(2);  t=1: +-1 / 0.5 = +-2.
     r2 = math.sqrt(2)
-    assert_close(advantages("rloo", 1.0, True), [[3 / (2 * r2), 2.0, 0.0], [-3 / r2, -2.0], [3 / (2 * r2)]])
+    assert_close(advantages("rloo_turn", 1.0, True), [[3 / (2 * r2), 2.0, 0.0], [-3 / r2, -2.0], [3 / (2 * r2)]])
 
 
 def test_rloo_gamma_half() -> None:
     # t=0 (sum 5): 1.5 - 3.5/2 = -0.25, 0.5 - 4.5/2 = -1.75, 3 - 2/2 = 2;  t=1: 1 - 1 = 0 twice.
-    assert_close(advantages("rloo", 0.5, False), [[-0.25, 0.0, 0.0], [-1.75, 0.0], [2.0]])
+    assert_close(advantages("rloo_turn", 0.5, False), [[-0.25, 0.0, 0.0], [-1.75, 0.0], [2.0]])
 
 
 # ---- turn_norm ------------------------------------------------------------------------------
@@ -134,7 +134,18 @@ def test_igpo_with_std() -> None:
 # ---- shared behaviour -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["grpo", "rloo", "turn_norm", "igpo"])
+def test_episode_level_grpo_and_rloo_compare_every_turn_with_the_groups_first_turn_returns() -> None:
+    # rewards [[0, 1], [0, 0]], gamma 1: G = [[1, 1], [0, 0]]; first-turn returns R = (1, 0), mean 0.5, std 0.5.
+    rewards = [[0.0, 1.0], [0.0, 0.0]]
+    assert_close(get_advantage("grpo")(rewards, gamma=1.0, normalize_std=False), [[0.5, 0.5], [-0.5, -0.5]])
+    assert_close(get_advantage("grpo")(rewards, gamma=1.0, normalize_std=True), [[0.5 / (0.5 + 1e-6)] * 2, [-0.5 / (0.5 + 1e-6)] * 2])
+    # rloo: the other episode's R is the baseline: 1 - 0 and 0 - 1.
+    assert_close(get_advantage("rloo")(rewards, gamma=1.0, normalize_std=True), [[1.0, 1.0], [-1.0, -1.0]])
+    # gamma 0.5: G = [[0.5, 1], [0, 0]], mean R 0.25: the flaw per-turn baselines fix shows at turn 1.
+    assert_close(get_advantage("grpo")(rewards, gamma=0.5, normalize_std=False), [[0.25, 0.75], [-0.25, -0.25]])
+
+
+@pytest.mark.parametrize("name", ["grpo_turn", "rloo_turn", "turn_norm", "igpo"])
 @pytest.mark.parametrize("normalize_std", [False, True])
 def test_a_lone_trajectory_gets_zero_advantage(name: str, normalize_std: bool) -> None:
     # No sibling at any index: nothing says whether these turns were better or worse than expected.
@@ -142,14 +153,14 @@ def test_a_lone_trajectory_gets_zero_advantage(name: str, normalize_std: bool) -
     assert out == [[0.0, 0.0, 0.0], []]
 
 
-@pytest.mark.parametrize("name", ["grpo", "rloo", "turn_norm", "igpo"])
+@pytest.mark.parametrize("name", ["grpo_turn", "rloo_turn", "turn_norm", "igpo"])
 def test_equal_trajectories_get_zero_advantage_even_with_std(name: str) -> None:
     # Every deviation is 0 (up to rounding), so dividing by std + eps cannot blow it up.
     out = get_advantage(name)([[0.1, 0.1], [0.1, 0.1]], gamma=1.0, normalize_std=True)
     assert all(a == pytest.approx(0.0, abs=1e-9) for row in out for a in row)
 
 
-@pytest.mark.parametrize("name", ["grpo", "rloo", "turn_norm", "igpo"])
+@pytest.mark.parametrize("name", ["grpo", "rloo", "grpo_turn", "rloo_turn", "turn_norm", "igpo"])
 def test_bad_inputs_are_refused(name: str) -> None:
     fn = get_advantage(name)
     with pytest.raises(ValueError, match="gamma"):
@@ -170,7 +181,7 @@ def test_an_unknown_name_lists_the_known_ones_and_suggests_the_closest() -> None
         get_advantage("rlooo")
     message = str(info.value)
     assert "'rlooo'" in message and "did you mean 'rloo'?" in message
-    assert "known: grpo, igpo, rloo, turn_norm" in message
+    assert "known: grpo, grpo_turn, igpo, rloo, rloo_turn, turn_norm" in message
     assert isinstance(info.value, AgentGymError) and isinstance(info.value, KeyError)
 
 
@@ -208,6 +219,6 @@ def test_zero_advantage_fraction_counts_collapsed_groups() -> None:
 
 def test_zero_advantage_fraction_on_real_estimates() -> None:
     # An all-success group (outcome 1 everywhere) collapses under grpo; the worked group does not.
-    same = get_advantage("grpo")([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]], gamma=1.0, normalize_std=True)
-    mixed = advantages("grpo", 1.0, True)
+    same = get_advantage("grpo_turn")([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]], gamma=1.0, normalize_std=True)
+    mixed = advantages("grpo_turn", 1.0, True)
     assert zero_advantage_fraction([same, mixed]) == pytest.approx(0.5)

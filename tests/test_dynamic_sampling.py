@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.dynamic_sampling import informative_groups
 from agentgym.trainers.loop import Trainer, step_jobs
-from agentgym.types import PolicyInfo, SamplingParams, Trajectory
+from agentgym.types import PolicyInfo, SamplingParams, Trajectory, Turn
 
 
 def test_a_group_is_informative_when_any_of_its_turns_has_an_advantage() -> None:
@@ -50,15 +50,16 @@ def test_further_draws_are_reproducible_and_never_reuse_a_group() -> None:
 def _traj(group: str, reward: float, index: int) -> Trajectory:
     return Trajectory(trajectory_id=f"{group}-{index}", env_id="toy", task_id=group, seed=0, group_id=group,
                       sample_index=index, policy=PolicyInfo(kind="x"), sampling=SamplingParams(), started_at=0.0,
-                      messages=[], turns=[], total_reward=reward)
+                      messages=[], total_reward=reward,
+                      turns=[Turn(index=0, prompt_messages=[], completion="a", action="a", observation="o", reward=reward)])
 
 
 def _scored(max_draws: int, draws: Sequence[dict[str, Sequence[float]]]) -> tuple[list[str], list[list[float]], int, int]:
     """Run the step's collection over scripted draws; the kept episodes, their advantages, episodes played, draws made."""
     cfg = TrainConfig(env="textworld", algo="grpo", normalize_std=False, tasks_per_step=2, samples_per_task=2,
                       max_draws=max_draws)
-    # One turn per episode, rewarded with the episode's scripted reward.
-    trainer = Trainer(cfg, "/nonexistent", show_progress=False, reward_fn=lambda t: [t.total_reward])
+    # One turn per episode, rewarded with the episode's scripted reward (the env's own, the default reward model).
+    trainer = Trainer(cfg, "/nonexistent", show_progress=False)
     asked: list[int] = []
 
     async def collect(step: int, task_ids: Sequence[str], policy: object, draw: int = 0) -> list[Trajectory]:

@@ -152,7 +152,7 @@ def test_resume_after_kill_9_loses_nothing(tiny_model_dir: Path, tmp_path: Path,
     resumed = _agentgym(*args, "--resume", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out.decode()
-    assert f"resuming from" in out.decode()
+    assert "resuming from" in out.decode()
     state = read_state(latest_checkpoint(run / "checkpoints"))  # type: ignore[arg-type]
     assert state.step == 4 and len(state.entropy_history) == 4
     # Every episode finished before the kill is still there, and was reused rather than replayed.
@@ -417,3 +417,61 @@ def test_a_dead_server_or_a_policy_that_fails_every_episode_stops_the_run(tmp_pa
         trainer._fail_if_the_policy_is_gone([traj("policy"), traj("policy")], "the held-out evaluation")
     trainer._fail_if_the_policy_is_gone([traj("policy"), traj(None)], "x")  # one good episode: the run goes on
     trainer._fail_if_the_policy_is_gone([traj("env"), traj("env")], "x")  # env failures are the env's, recorded
+
+
+def _failing_reward_model():  # noqa: ANN202 - a RewardModel
+    """A reward model that raises on task letter-1's group and pays the env's rewards elsewhere."""
+    from agentgym.reward_models.base import RewardModel, RewardScores
+
+    class FailsOnLetter1(RewardModel):
+        name = "flaky"
+
+        async def score(self, group, scorer=None):  # noqa: ANN001, ANN202
+            if group[0].task_id == "letter-1":
+                raise RuntimeError("reward server down")
+            return RewardScores([[u.reward for u in t.turns] for t in group])
+
+    return FailsOnLetter1()
+
+
+def test_a_reward_model_that_raises_loses_only_its_group_and_is_recorded(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_model_dir, tmp_path / "run", steps=1, eval_episodes=0, tasks_per_step=3)
+    Trainer(cfg, tmp_path / "run", show_progress=False, reward_fn=_failing_reward_model()).run()
+    (m,) = read_metrics(tmp_path / "run")
+    assert m["reward/errors"] == 4 and m["train/excluded_errors"] == 4 and m["train/groups"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "scores" / "step-000001.jsonl").read_text().splitlines()]
+    failed = [r for r in rows if "reward_error" in r]
+    assert len(failed) == 4 and all("reward server down" in r["reward_error"]["message"] for r in failed)
+    stored = {t.trajectory_id: t for t in read_trajectories(tmp_path / "run" / "trajectories" / "step-000001.jsonl")}
+    scored = [r for r in rows if "rewards" in r]
+    assert len(scored) == 8
+    for r in scored:  # what each trained trajectory got: its env rewards, one advantage per turn
+        assert r["rewards"] == [u.reward for u in stored[r["trajectory_id"]].turns]
+        assert len(r["advantages"]) == len(r["rewards"])
+
+
+def test_gated_rewards_pay_step_signals_only_on_trajectories_that_reach_tau(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_model_dir, tmp_path / "run", steps=1, eval_episodes=0,
+                  **{"reward.name": "gra", "reward.signals": {"valid_action": 0.25}, "reward.tau": 1.0})
+    assert cfg.estimator == "grpo_turn"  # dense rewards: baselines per turn index
+    Trainer(cfg, tmp_path / "run", show_progress=False).run()
+    stored = {t.trajectory_id: t for t in read_trajectories(tmp_path / "run" / "trajectories" / "step-000001.jsonl")}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "scores" / "step-000001.jsonl").read_text().splitlines()]
+    assert len(rows) == 8
+    for r in rows:
+        t = stored[r["trajectory_id"]]
+        bonus = 0.25 if t.total_reward >= 1.0 else 0.0  # every toy step is a valid action
+        assert r["rewards"] == [u.reward + bonus for u in t.turns]
+    (m,) = read_metrics(tmp_path / "run")
+    assert 0.0 <= m["reward/gate_open_fraction"] <= 1.0 and "train/zero_advantage_groups" in m
+
+
+def test_igpo_on_an_env_without_answers_stops_with_a_clear_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_model_dir, tmp_path / "run", steps=1, eval_episodes=0, **{"reward.name": "igpo"})
+    with pytest.raises(AgentGymError, match="reward model 'igpo' failed on every group of step 1.*answer"):
+        Trainer(cfg, tmp_path / "run", show_progress=False).run()
+
+
+def test_an_unknown_advantage_estimator_is_refused_with_the_known_names() -> None:
+    with pytest.raises(ValueError, match="unknown advantage estimator 'grpo_trun'.*did you mean 'grpo_turn'"):
+        TrainConfig(env=TOY, reward={"advantage": "grpo_trun"})

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from agentgym.errors import AgentGymError
-from agentgym.trainers.objectives import discounted_returns
+from agentgym.trainers.objectives import discounted_returns, turn_advantages
 
 __all__ = [
     "EPS",
@@ -179,6 +179,31 @@ def _returns(rewards: Sequence[Sequence[float]], gamma: float) -> list[list[floa
 
 @register_advantage("grpo")
 def grpo(rewards: Sequence[Sequence[float]], *, gamma: float, normalize_std: bool) -> list[list[float]]:
+    """GRPO with the episode-level baseline: every turn's return against the group's mean first-turn return.
+
+    The formula is `objectives.turn_advantages` (estimator "grpo"), written there once:
+    A_{i,t} = G_{i,t} - mean_j G_{j,0}, over (std_j G_{j,0} + eps) if normalize_std. Right for
+    outcome rewards (with gamma = 1, G_{i,t} = G_{i,0}); with rewards mid-episode use
+    `grpo_turn`, which compares returns at the same turn index.
+    """
+    returns = _returns(_checked(rewards, gamma), gamma)
+    return turn_advantages(returns, ["group"] * len(returns), "grpo", normalize_std=normalize_std)
+
+
+@register_advantage("rloo")
+def rloo(rewards: Sequence[Sequence[float]], *, gamma: float, normalize_std: bool) -> list[list[float]]:
+    """RLOO with the episode-level baseline (`objectives.turn_advantages`, estimator "rloo"): no std division.
+
+    A_{i,t} = G_{i,t} - 1/(n-1) sum_{j != i} G_{j,0}; `normalize_std` is ignored (the leave-one-out
+    baseline is already on the returns' scale). `rloo_turn` is the per-turn-index variant.
+    """
+    returns = _returns(_checked(rewards, gamma), gamma)
+    return turn_advantages(returns, ["group"] * len(returns), "rloo", normalize_std=False)
+
+
+
+@register_advantage("grpo_turn")
+def grpo_turn(rewards: Sequence[Sequence[float]], *, gamma: float, normalize_std: bool) -> list[list[float]]:
     """GRPO on returns, with the group baseline taken at each turn index.
 
         A_{i,t} = G_{i,t} - mean_t G                          (Dr. GRPO, normalize_std=False)
@@ -191,8 +216,8 @@ def grpo(rewards: Sequence[Sequence[float]], *, gamma: float, normalize_std: boo
     return _center_per_index(_returns(_checked(rewards, gamma), gamma), normalize_std=normalize_std, leave_one_out=False)
 
 
-@register_advantage("rloo")
-def rloo(rewards: Sequence[Sequence[float]], *, gamma: float, normalize_std: bool) -> list[list[float]]:
+@register_advantage("rloo_turn")
+def rloo_turn(rewards: Sequence[Sequence[float]], *, gamma: float, normalize_std: bool) -> list[list[float]]:
     """REINFORCE leave-one-out on returns, the baseline taken at each turn index.
 
         A_{i,t} = G_{i,t} - 1/(n_t - 1) sum_{j in N_t, j != i} G_{j,t}

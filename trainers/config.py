@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentgym.hardware import check_device_spec
+from agentgym.reward_models.factory import RewardSettings
 from agentgym.rollout.engine import RolloutConfig
 from agentgym.trainers.policy_model import LoraSettings
 from agentgym.trainers.update import UpdateConfig
@@ -14,8 +15,9 @@ from agentgym.types import SamplingParams
 
 Algo = Literal["grpo", "rloo", "ppo"]
 
-# Which advantage baseline each algorithm uses (formulas in agentgym.trainers.objectives).
-ESTIMATORS: dict[str, str] = {"grpo": "grpo", "rloo": "rloo", "ppo": "batch"}
+# Which advantage estimator (trainers/advantages.py) each algorithm uses when the reward block
+# names none; ppo's is grpo's taken over the whole batch as one group.
+ESTIMATORS: dict[str, str] = {"grpo": "grpo", "rloo": "rloo", "ppo": "grpo"}
 
 
 class TrainRolloutConfig(RolloutConfig):
@@ -77,6 +79,7 @@ class TrainConfig(BaseModel):
     gamma: float = Field(1.0, ge=0, le=1, description="Discount of per-turn rewards into returns.")
     normalize_std: bool = Field(True, description="Divide advantages by the group (grpo) or batch (ppo) std; ignored by rloo.")
     max_length: int = Field(2048, ge=16, description="Turns longer than this (prompt + completion tokens) are skipped.")
+    reward: RewardSettings = Field(default_factory=RewardSettings, description="The reward model (`--reward`): env, dra, gra, igpo.")
     rollout: TrainRolloutConfig = Field(default_factory=_train_rollout)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     eval_every: int = Field(0, ge=0, description="Evaluate on held-out tasks every N steps and after the last; 0: only after the last.")
@@ -107,12 +110,18 @@ class TrainConfig(BaseModel):
             raise ValueError(f"{self.algo} compares rollouts of the same task: samples_per_task must be at least 2")
         if self.max_draws > 1 and self.algo not in ("grpo", "rloo"):
             raise ValueError(f"max_draws > 1 keeps the groups whose rollouts disagree; {self.algo} has no groups (use grpo or rloo)")
+        from agentgym.trainers.advantages import UnknownAdvantageError, get_advantage
+
+        try:
+            get_advantage(self.estimator)
+        except UnknownAdvantageError as exc:
+            raise ValueError(f"reward.advantage: {exc}") from None
         return self
 
     @property
     def estimator(self) -> str:
-        """The advantage baseline of `algo`."""
-        return ESTIMATORS[self.algo]
+        """The advantage estimator: the reward block's, else the one its reward model is meant for, else `algo`'s."""
+        return self.reward.advantage_for(ESTIMATORS[self.algo])
 
 
 class SFTConfig(BaseModel):

@@ -40,17 +40,19 @@ from agentgym.evaluation import EvalSummary, evaluate, load_summary
 from agentgym.policies.base import Policy
 from agentgym.hardware import resolve_placement
 from agentgym.progress import Heartbeat, format_duration
-from agentgym.reward_models import EnvReward
+from agentgym.reward_models.base import RewardModel, Scorer
+from agentgym.reward_models.env_reward import PerTrajectoryReward
+from agentgym.reward_models.factory import build_reward_model
 from agentgym.rollout.engine import CONTEXT_OVERFLOW, EpisodeJob, RolloutConfig, RolloutEngine, plan_episodes
 from agentgym.seeding import eval_seed_base, train_seed
 from agentgym.store import TrajectoryWriter, read_trajectories
-from agentgym.trainers import objectives
 from agentgym.trainers.batches import TurnSample, mean_or_nan, turn_samples
 from agentgym.trainers.checkpoint import TrainerState, latest_checkpoint, read_state, restore_optimizer, save_checkpoint
 from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.dynamic_sampling import informative_groups
 from agentgym.trainers.policy_model import TrainableModel, load_trainable
 from agentgym.trainers.probe import load_probe, probe_entropy
+from agentgym.trainers.rewarding import StepScores, score_step, write_scores
 from agentgym.trainers.rollout_pipeline import RolloutPipeline
 from agentgym.trainers.run_log import (
     EVAL_SUCCESS_RATE,
@@ -150,14 +152,21 @@ class Trainer:
         resume: bool = False,
         console: Console | None = None,
         show_progress: bool = True,
-        reward_fn: Callable[[Trajectory], list[float]] | None = None,
+        reward_fn: Callable[[Trajectory], list[float]] | RewardModel | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
-        self.reward_fn = reward_fn or EnvReward()
+        if reward_fn is None:
+            self.reward_model = build_reward_model(cfg.reward)
+        elif isinstance(reward_fn, RewardModel):
+            self.reward_model = reward_fn
+        else:
+            self.reward_model = PerTrajectoryReward(reward_fn)
+        self._scorer_made: Scorer | None = None
+        self._tokenizer: Any = None  # the trainable's, once loaded
         # Where the model trains and in which precision, read off this machine (agentgym.hardware).
         self.placement = resolve_placement(cfg.device, cfg.update.precision)
         # The run records what ran, not "auto": the same file on another machine could mean other hardware.
@@ -256,6 +265,7 @@ class Trainer:
         eval_kwargs = {**cfg.env_kwargs, **(cfg.eval_env_kwargs or {})}
         eval_tasks = agentgym.registry.task_ids(spec.id, **eval_kwargs) if cfg.eval_episodes else []
         trainable, optimizer, state = self._load_model()
+        self._tokenizer = trainable.tokenizer
         ref_model = self._reference_model() if cfg.update.kl_coef > 0 else None
         if state.step == 0:
             torch.manual_seed(cfg.seed)
@@ -382,7 +392,10 @@ class Trainer:
             usable = [t for t in batch if t.error is None]
             excluded += len(batch) - len(usable)
             started = time.perf_counter()
-            advantages = self._advantages(usable)
+            scored = await self._score(step, usable, policy)
+            excluded += scored.failed
+            usable, advantages = scored.trajectories, scored.advantages
+            timings.update(scored.diagnostics)
             timings["time/score"] += time.perf_counter() - started
             if cfg.max_draws == 1:
                 return ScoredBatch(usable, advantages, played, 1, excluded, timings)
@@ -397,16 +410,31 @@ class Trainer:
                 break
         return ScoredBatch(kept, kept_advantages, played, draw + 1, excluded, timings)
 
-    def _advantages(self, trajectories: Sequence[Trajectory]) -> list[list[float]]:
-        """Each turn's advantage: rewards, then discounted returns, then the algorithm's baseline."""
+    async def _score(self, step: int, trajectories: Sequence[Trajectory], policy: Policy) -> StepScores:
+        """Per-turn rewards from the reward model, group by group, then advantages; written beside the step's trajectories."""
         cfg = self.cfg
-        if not trajectories:
-            return []
-        returns = [objectives.discounted_returns(self.reward_fn(t), cfg.gamma) for t in trajectories]
-        return objectives.turn_advantages(
-            returns, [t.group_id for t in trajectories], cfg.estimator,  # type: ignore[arg-type]
-            normalize_std=cfg.normalize_std and cfg.algo != "rloo",
+        scorer = self._scorer(policy) if self.reward_model.needs_scorer else None
+        scored = await score_step(
+            trajectories, self.reward_model, scorer, cfg.estimator, gamma=cfg.gamma,
+            normalize_std=cfg.normalize_std and cfg.algo != "rloo", one_group=cfg.algo == "ppo",
         )
+        failed = [t for t in trajectories if t.error is not None and t.error.where == "reward"]
+        write_scores(self.run_dir / "scores" / f"step-{step + 1:06d}.jsonl", scored, failed)
+        if failed and len(failed) == len(trajectories):  # a setup error (e.g. IGPO on tasks without answers), not bad luck
+            first = failed[0].error
+            raise AgentGymError(
+                f"the reward model {self.reward_model.name!r} failed on every group of step {step + 1}; "
+                f"the first: {first.type}: {first.message}"  # type: ignore[union-attr]
+            )
+        return scored
+
+    def _scorer(self, policy: Policy) -> Scorer:
+        """The policy's teacher-forced scorer (IGPO), made once; it tokenises as the trainer does."""
+        if self._scorer_made is None:
+            from agentgym.policies.scoring import scorer_for
+
+            self._scorer_made = scorer_for(policy, tokenizer=self._tokenizer)
+        return self._scorer_made
 
     def _reference_model(self) -> Any:
         """The frozen starting model that the KL term keeps the policy near: cfg.model, also after a resume.
