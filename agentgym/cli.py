@@ -15,6 +15,7 @@ from rich.table import Table
 from agentgym.errors import AgentGymError
 from agentgym.sandboxes.cli import sandbox_app
 from agentgym.envs.swe.cli import swe_app
+from agentgym.reward_models.cli import reward_app
 from agentgym.envs.text.alfworld_cli import alfworld_app
 
 app = typer.Typer(help="agentgym: a gym for multi-turn agentic RL.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,6 +28,7 @@ app.add_typer(traj_app, name="trajectories")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(swe_app, name="swe")
 app.add_typer(alfworld_app, name="alfworld")
+app.add_typer(reward_app, name="reward")
 
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
