@@ -180,7 +180,7 @@ def train_command(
     model: Annotated[Optional[str], typer.Option(help="Alias, HF directory (e.g. an `agentgym sft` output) or .gguf.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="A running vLLM server to roll out on and update (default: start one).")] = None,
     rollout: Annotated[Optional[str], typer.Option(help="vllm | inprocess.")] = None,
-    reward: Annotated[Optional[str], typer.Option(help="Reward model: env (default) | dra | gra | igpo; settings as reward.KEY=VALUE.")] = None,
+    reward: Annotated[Optional[str], typer.Option(help="Reward model: env (default) | dra | gra | igpo | spa; settings as reward.KEY=VALUE.")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (rank 16) instead of all weights.")] = False,
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     device: Annotated[Optional[str], typer.Option(help="Where the trained model runs: auto (cuda if present) | cpu | cuda | cuda:N.")] = None,

@@ -79,7 +79,7 @@ class TrainConfig(BaseModel):
     gamma: float = Field(1.0, ge=0, le=1, description="Discount of per-turn rewards into returns.")
     normalize_std: bool = Field(True, description="Divide advantages by the group (grpo) or batch (ppo) std; ignored by rloo.")
     max_length: int = Field(2048, ge=16, description="Turns longer than this (prompt + completion tokens) are skipped.")
-    reward: RewardSettings = Field(default_factory=RewardSettings, description="The reward model (`--reward`): env, dra, gra, igpo.")
+    reward: RewardSettings = Field(default_factory=RewardSettings, description="The reward model (`--reward`): env, dra, gra, igpo, spa.")
     rollout: TrainRolloutConfig = Field(default_factory=_train_rollout)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     eval_every: int = Field(0, ge=0, description="Evaluate on held-out tasks every N steps and after the last; 0: only after the last.")
