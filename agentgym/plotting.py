@@ -62,6 +62,12 @@ PANELS: tuple[Panel, ...] = (
     Panel("entropy_var", "Policy entropy variance", "variance", (Series(POLICY_ENTROPY_VAR, "entropy variance"),)),
     Panel("kl", "KL divergence", "KL", (Series(POLICY_KL, "KL"), Series(POLICY_APPROX_KL, "approx KL"))),
     Panel("clip_fraction", "Clip fraction", "fraction clipped", (Series(POLICY_CLIP_FRACTION, "clip fraction"),)),
+    # Reward-model diagnostics (trainers/rewarding.py): how often groups give no gradient, and how big advantages are.
+    Panel("advantage_collapse", "Groups with all-zero advantages", "fraction of groups",
+          (Series("train/zero_advantage_groups", "advantage collapse"),), ylim=(-0.03, 1.03)),
+    Panel("advantage_abs", "Mean |advantage| per turn", "|advantage|", (Series("train/advantage_abs_mean", "mean |A|"),)),
+    Panel("reward_model_time", "Reward-model time", "ms per trajectory",
+          (Series("time/reward_model_ms_per_trajectory", "reward model"),)),
 )
 
 

@@ -176,6 +176,7 @@ def test_plot_command_writes_pngs(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, out.decode()
     pngs = {p.name for p in (tmp_path / "run" / "plots").glob("*.png")}
     assert {"success_rate.png", "entropy.png", "clip_fraction.png", "summary.png"} <= pngs
+    assert {"advantage_collapse.png", "advantage_abs.png", "reward_model_time.png"} <= pngs  # reward-model diagnostics
 
 
 @pytest.mark.slow
