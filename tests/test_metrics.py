@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from agentgym.evaluation import summarize
@@ -38,3 +40,17 @@ def test_summary_counts() -> None:
     assert s.mean_turns == 3.0 and s.mean_reward == 1.5
     assert s.invalid_action_rate == pytest.approx(1 / 3)  # turn 1 of every episode is invalid
     assert (s.tokens_in, s.tokens_out) == (36, 24)
+
+
+def test_spearman_on_hand_worked_ranks() -> None:
+    from agentgym.metrics import average_ranks, spearman
+
+    # ranks equal the values; d = (0, 1, 1, 0): rho = 1 - 6 * 2 / (4 * (16 - 1)) = 0.8
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    # ties: x ranks (1.5, 1.5, 3), y ranks (1, 2, 3); centred (-.5, -.5, 1) and (-1, 0, 1): 1.5 / sqrt(1.5 * 2)
+    assert average_ranks([1, 1, 2]) == [1.5, 1.5, 3.0]
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / math.sqrt(3.0))
+    assert spearman([3, 2, 1], [1, 2, 3]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(spearman([1], [2]))
+    with pytest.raises(ValueError, match="paired"):
+        spearman([1, 2], [1])

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentgym.metrics import spearman
 from agentgym.reward_models.base import RewardModel, Scorer
 from agentgym.reward_models.compose import checked_score
 from agentgym.trainers.advantages import get_advantage, zero_advantage_fraction
@@ -84,6 +85,9 @@ async def score_step(
     advantages = _advantages(kept, rewards, estimator, gamma=gamma, normalize_std=normalize_std, one_group=one_group)
     diagnostics = {f"reward/{k}": _mean(v) for k, v in sums.items()}
     diagnostics.update(advantage_stats(kept, advantages, one_group=one_group))
+    rho = progress_correlation(kept, rewards)
+    if rho is not None:
+        diagnostics["reward/spearman_vs_progress"] = rho
     diagnostics["reward/errors"] = float(failed)
     diagnostics["time/reward_model_ms_per_trajectory"] = 1000 * reward_seconds / max(1, len(trajectories))
     return StepScores(kept, rewards, advantages, diagnostics, failed)
@@ -115,6 +119,31 @@ def advantage_stats(trajectories: Sequence[Trajectory], advantages: Sequence[Seq
         "train/zero_advantage_groups": zero_advantage_fraction(list(by_group.values())) if by_group else math.nan,
         "train/advantage_abs_mean": _mean(flat),
     }
+
+
+def progress_increments(trajectory: Trajectory) -> list[float] | None:
+    """Each turn's increase of the env's true `progress` signal (TextWorld: score / max score); None if an env gives none."""
+    out, before = [], 0.0
+    for turn in trajectory.turns:
+        value = turn.signals.get("progress")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        out.append(float(value) - before)
+        before = float(value)
+    return out
+
+
+def progress_correlation(trajectories: Sequence[Trajectory], rewards: Sequence[Sequence[float]]) -> float | None:
+    """Spearman's rho of the per-turn rewards against the env's true progress increments, over every turn; None without them."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for t, row in zip(trajectories, rewards):
+        increments = progress_increments(t)
+        if increments is None:
+            return None
+        xs += row
+        ys += increments
+    return spearman(xs, ys) if xs else None
 
 
 def write_scores(path: Path, scored: StepScores, failed: Sequence[Trajectory]) -> None:
