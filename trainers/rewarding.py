@@ -89,6 +89,8 @@ async def score_step(
     if rho is not None:
         diagnostics["reward/spearman_vs_progress"] = rho
     diagnostics["reward/errors"] = float(failed)
+    # What the policy is optimised for, per episode: beside the env's own reward, it shows farming.
+    diagnostics["reward/total_mean"] = _mean([math.fsum(row) for row in rewards])
     diagnostics["time/reward_model_ms_per_trajectory"] = 1000 * reward_seconds / max(1, len(trajectories))
     return StepScores(kept, rewards, advantages, diagnostics, failed)
 

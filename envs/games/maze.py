@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentgym.env import EpisodeStart, StepOutcome, TextEnv
-from agentgym.envs.games.paths import distances_from, shortest_moves
+from agentgym.envs.games.paths import distance_signals, distances_from, shortest_moves
 from agentgym.errors import EnvConfigError
 
 Cell = tuple[int, int]  # (row, column), rows counted down from the top
@@ -214,10 +214,7 @@ class MazeEnv(TextEnv):
 
     def _signals(self, valid: bool) -> dict[str, Any]:
         """Validity, the distance left and the share of the start's distance covered (0 if farther than at start)."""
-        initial = self._dist[self._require_maze().start]
-        left = self._dist[self._agent]
-        progress = max(0.0, 1.0 - left / initial) if initial else 1.0
-        return {"valid_action": valid, "distance_to_goal": left, "progress": progress}
+        return distance_signals(valid, self._dist[self._require_maze().start], self._dist[self._agent])
 
     def _require_maze(self) -> Maze:
         """The current maze; reset() makes one."""

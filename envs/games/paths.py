@@ -46,3 +46,12 @@ def shortest_moves(graph: Mapping[Node, Mapping[str, Node]], start: Node, goal: 
         moves.append(move)
         step = came_from[node]
     return moves[::-1]
+
+
+def distance_signals(valid: bool, initial: int, left: int) -> dict[str, object]:
+    """A navigation step's signals: validity, the moves left to the goal, and the share of the start's distance covered.
+
+        progress = max(0, 1 - left / initial)      (1 when the start was the goal; 0 when farther than at the start)
+    """
+    progress = max(0.0, 1.0 - left / initial) if initial else 1.0
+    return {"valid_action": valid, "distance_to_goal": left, "progress": progress}

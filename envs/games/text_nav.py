@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentgym.env import EpisodeStart, StepOutcome, TextEnv
-from agentgym.envs.games.paths import distances_from, shortest_moves
+from agentgym.envs.games.paths import distance_signals, distances_from, shortest_moves
 from agentgym.errors import EnvConfigError
 
 Spot = tuple[int, int]  # a room's place on the hidden grid: (row, column), north is row - 1
@@ -224,10 +224,7 @@ class TextNavEnv(TextEnv):
 
     def _signals(self, valid: bool) -> dict[str, Any]:
         """Validity, the distance left and the share of the start's distance covered (0 if farther than at start)."""
-        initial = self._dist[self._require_house().start]
-        left = self._dist[self._room]
-        progress = max(0.0, 1.0 - left / initial) if initial else 1.0
-        return {"valid_action": valid, "distance_to_goal": left, "progress": progress}
+        return distance_signals(valid, self._dist[self._require_house().start], self._dist[self._room])
 
     def _require_house(self) -> House:
         """The current house; reset() makes one."""
