@@ -49,7 +49,7 @@ def test_eval_reads_a_yaml_config_and_flags_override_it(tw_games_dir: Path, tmp_
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--env", "textwrld", "--policy", "walkthrough"], "unknown env 'textwrld'; did you mean 'textworld'?"),
+        (["--env", "textwrld", "--policy", "walkthrough"], "unknown env 'textwrld'; did you mean 'textworld'"),
         (["--env", "textworld", "--policy", "walkthrough", "--env-opt", "games_dir=/no/such/dir"],
          "games directory '/no/such/dir' does not exist"),
         (["--env", "textworld", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"], "no OpenAI-compatible server at http://127.0.0.1:9/v1"),
