@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from agentgym.errors import AgentGymError
+from agentgym.policies.chat_template import prompt_token_ids
 from agentgym.types import Message, Trajectory
 
 
@@ -42,9 +43,7 @@ class TurnSample:
 
 def tokenize_turn(tokenizer: Any, prompt: Sequence[Message], completion: str, eos_token_id: int) -> tuple[list[int], list[int]]:
     """Prompt ids (chat template with the assistant header) and completion ids ending in EOS, for text-only turns."""
-    conversation = [m.model_dump(exclude_none=True) for m in prompt]
-    text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    prompt_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    prompt_ids = prompt_token_ids(tokenizer, prompt)
     completion_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"]) + [eos_token_id]
     return prompt_ids, completion_ids
 

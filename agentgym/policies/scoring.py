@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from agentgym.errors import PolicyError, ServerUnreachableError
+from agentgym.policies.chat_template import prompt_token_ids
 from agentgym.types import Message
 
 if TYPE_CHECKING:
@@ -47,16 +48,6 @@ Pair = tuple[Sequence[Message], str]
 
 
 # --------------------------------------------------------------------------- tokenisation
-
-
-def prompt_token_ids(
-    tokenizer: Any, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None
-) -> list[int]:
-    """Token ids of the chat-templated `messages`, ending with the assistant's turn header."""
-    conversation = [m.model_dump(exclude_none=True) if isinstance(m, Message) else dict(m) for m in messages]
-    text = tokenizer.apply_chat_template(conversation, tools=tools or None, add_generation_prompt=True, tokenize=False)
-    # As TransformersPolicy.encode_prompt: the template writes any BOS itself, so none is added here.
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def answer_token_ids(

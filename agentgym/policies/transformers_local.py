@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from agentgym.errors import PolicyError
 from agentgym.models import resolve_model
 from agentgym.policies.base import EpisodeContext, Policy
+from agentgym.policies.chat_template import prompt_token_ids
 from agentgym.types import Completion, Message, PolicyInfo, SamplingParams
 
 if TYPE_CHECKING:
@@ -183,12 +184,7 @@ class TransformersPolicy(Policy):
         """Token ids of the chat-templated conversation, ending with the assistant's turn header."""
         if self.tokenizer is None:
             self.load()
-        conversation = [m.model_dump(exclude_none=True) for m in messages]
-        text = self.tokenizer.apply_chat_template(
-            conversation, tools=tools or None, add_generation_prompt=True, tokenize=False
-        )
-        # The template already writes any BOS; vLLM's chat route tokenises the same way.
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return prompt_token_ids(self.tokenizer, messages, tools)
 
     def describe(self) -> PolicyInfo:
         """Kind "transformers" and the model name as given."""
