@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from agentgym.reward_models.base import RewardModel, RewardScores, Scorer
@@ -34,11 +34,11 @@ class PerTrajectoryReward(RewardModel):
 
     name: ClassVar[str] = "function"
 
-    def __init__(self, fn: "object") -> None:
+    def __init__(self, fn: Callable[[Trajectory], Sequence[float]]) -> None:
         if not callable(fn):
             raise TypeError(f"PerTrajectoryReward needs a callable, got {type(fn).__name__}")
         self.fn = fn
 
     async def score(self, group: Sequence[Trajectory], scorer: Scorer | None = None) -> RewardScores:
         """`fn` on every trajectory of the group."""
-        return RewardScores([list(self.fn(t)) for t in group])  # type: ignore[operator]
+        return RewardScores([list(self.fn(t)) for t in group])

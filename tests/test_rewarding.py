@@ -36,12 +36,12 @@ class Broken(RewardModel):
 async def test_a_failing_group_is_recorded_and_the_others_are_scored(tmp_path: Path) -> None:
     batch = [traj("A", 0, [0, 1]), traj("A", 1, [0]), traj("B", 0, [1]), traj("B", 1, [0])]
     scored = await score_step(batch, Broken(), None, "grpo", gamma=1.0, normalize_std=False)
-    assert [t.trajectory_id for t in scored.trajectories] == ["A-0", "A-1"] and scored.failed == 2
+    assert [t.trajectory_id for t in scored.trajectories] == ["A-0", "A-1"] and scored.failed == batch[2:]
     assert all(t.error is not None and t.error.where == "reward" and t.error.message == "boom" for t in batch[2:])
     # rewards [[1, 1], [1]]: first-turn returns 2 and 1, mean 1.5: A = [[0.5, -0.5], [-0.5]]
     assert scored.rewards == [[1.0, 1.0], [1.0]] and scored.advantages == [[0.5, -0.5], [-0.5]]
     assert scored.diagnostics["reward/seen"] == 2.0 and scored.diagnostics["reward/errors"] == 2.0
-    write_scores(tmp_path / "s.jsonl", scored, batch[2:])
+    write_scores(tmp_path / "s.jsonl", scored)
     rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert [r.get("reward_error", {}).get("message") for r in rows] == [None, None, "boom", "boom"]
 

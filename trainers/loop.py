@@ -393,7 +393,7 @@ class Trainer:
             excluded += len(batch) - len(usable)
             started = time.perf_counter()
             scored = await self._score(step, usable, policy)
-            excluded += scored.failed
+            excluded += len(scored.failed)
             usable, advantages = scored.trajectories, scored.advantages
             timings.update(scored.diagnostics)
             timings["time/score"] += time.perf_counter() - started
@@ -418,10 +418,9 @@ class Trainer:
             trajectories, self.reward_model, scorer, cfg.estimator, gamma=cfg.gamma,
             normalize_std=cfg.normalize_std and cfg.algo != "rloo", one_group=cfg.algo == "ppo",
         )
-        failed = [t for t in trajectories if t.error is not None and t.error.where == "reward"]
-        write_scores(self.run_dir / "scores" / f"step-{step + 1:06d}.jsonl", scored, failed)
-        if failed and len(failed) == len(trajectories):  # a setup error (e.g. IGPO on tasks without answers), not bad luck
-            first = failed[0].error
+        write_scores(self.run_dir / "scores" / f"step-{step + 1:06d}.jsonl", scored)
+        if scored.failed and len(scored.failed) == len(trajectories):  # a setup error (e.g. IGPO on tasks without answers)
+            first = scored.failed[0].error
             raise AgentGymError(
                 f"the reward model {self.reward_model.name!r} failed on every group of step {step + 1}; "
                 f"the first: {first.type}: {first.message}"  # type: ignore[union-attr]
@@ -495,12 +494,13 @@ class Trainer:
             out.rename(out.with_name(f"{out.name}.interrupted-{int(time.time())}"))
         jobs = eval_jobs(eval_tasks, cfg)
         self._phase = (max(step - 1, 0), f"held-out evaluation ({len(jobs)} episodes)")
+        played: list[Trajectory] = []
         summary = await evaluate(
             lambda: agentgym.make(cfg.env, **env_kwargs), policy, jobs, out,
             env_id=cfg.env, env_kwargs=env_kwargs, config=self._rollout_config(cfg.eval_sampling),
-            callbacks=[self._count_episode],
+            callbacks=[self._count_episode, played.append],
         )
-        self._fail_if_the_policy_is_gone(read_trajectories(out / "trajectories.jsonl"), "the held-out evaluation")
+        self._fail_if_the_policy_is_gone(played, "the held-out evaluation")
         return summary
 
     def _fail_if_the_policy_is_gone(self, trajectories: Sequence[Trajectory], what: str) -> None:

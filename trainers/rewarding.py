@@ -34,7 +34,7 @@ class StepScores:
     rewards: list[list[float]]
     advantages: list[list[float]]
     diagnostics: dict[str, float] = field(default_factory=dict)
-    failed: int = 0  # trajectories whose reward model raised: recorded on them, never trained on
+    failed: list[Trajectory] = field(default_factory=list)  # their reward model raised: recorded on them, never trained on
 
 
 def groups_of(trajectories: Sequence[Trajectory]) -> list[list[Trajectory]]:
@@ -65,7 +65,7 @@ async def score_step(
     kept: list[Trajectory] = []
     rewards: list[list[float]] = []
     sums: dict[str, list[float]] = {}
-    failed = 0
+    failed: list[Trajectory] = []
     for group in groups_of(trajectories):
         try:
             scores = await checked_score(model, group, scorer)
@@ -75,7 +75,7 @@ async def score_step(
             log.warning("reward model %s failed on group %s: %s", model.name, group[0].group_id, exc)
             for t in group:
                 t.error = record
-            failed += len(group)
+            failed += group
             continue
         kept += group
         rewards += [[float(r) for r in row] for row in scores.rewards]
@@ -88,11 +88,19 @@ async def score_step(
     rho = progress_correlation(kept, rewards)
     if rho is not None:
         diagnostics["reward/spearman_vs_progress"] = rho
-    diagnostics["reward/errors"] = float(failed)
+    diagnostics["reward/errors"] = float(len(failed))
     # What the policy is optimised for, per episode: beside the env's own reward, it shows farming.
     diagnostics["reward/total_mean"] = _mean([math.fsum(row) for row in rewards])
     diagnostics["time/reward_model_ms_per_trajectory"] = 1000 * reward_seconds / max(1, len(trajectories))
     return StepScores(kept, rewards, advantages, diagnostics, failed)
+
+
+def _advantage_groups(trajectories: Sequence[Trajectory], one_group: bool) -> list[list[int]]:
+    """Indices of the trajectories that share a baseline: each group's, or the whole batch as one."""
+    index: dict[str, list[int]] = {}
+    for i, t in enumerate(trajectories):
+        index.setdefault("batch" if one_group else t.group_id, []).append(i)
+    return list(index.values())
 
 
 def _advantages(
@@ -101,10 +109,7 @@ def _advantages(
 ) -> list[list[float]]:
     """Each trajectory's advantages, computed group by group (or over the batch as one group)."""
     out: list[list[float]] = [[] for _ in trajectories]
-    index: dict[str, list[int]] = {}
-    for i, t in enumerate(trajectories):
-        index.setdefault("batch" if one_group else t.group_id, []).append(i)
-    for members in index.values():
+    for members in _advantage_groups(trajectories, one_group):
         got = estimator([rewards[i] for i in members], gamma=gamma, normalize_std=normalize_std)  # type: ignore[operator]
         for i, row in zip(members, got):
             out[i] = list(row)
@@ -113,12 +118,10 @@ def _advantages(
 
 def advantage_stats(trajectories: Sequence[Trajectory], advantages: Sequence[Sequence[float]], *, one_group: bool) -> dict[str, float]:
     """Advantage collapse (the fraction of groups whose advantages are all 0) and the mean |advantage| per turn."""
-    by_group: dict[str, list[Sequence[float]]] = {}
-    for t, a in zip(trajectories, advantages):
-        by_group.setdefault("batch" if one_group else t.group_id, []).append(a)
+    groups = [[advantages[i] for i in members] for members in _advantage_groups(trajectories, one_group)]
     flat = [abs(x) for row in advantages for x in row]
     return {
-        "train/zero_advantage_groups": zero_advantage_fraction(list(by_group.values())) if by_group else math.nan,
+        "train/zero_advantage_groups": zero_advantage_fraction(groups) if groups else math.nan,
         "train/advantage_abs_mean": _mean(flat),
     }
 
@@ -148,13 +151,13 @@ def progress_correlation(trajectories: Sequence[Trajectory], rewards: Sequence[S
     return spearman(xs, ys) if xs else None
 
 
-def write_scores(path: Path, scored: StepScores, failed: Sequence[Trajectory]) -> None:
+def write_scores(path: Path, scored: StepScores) -> None:
     """Append what each trajectory got (rewards, advantages, or the reward model's error) to a JSONL file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as out:
         for t, r, a in zip(scored.trajectories, scored.rewards, scored.advantages):
             out.write(json.dumps({"trajectory_id": t.trajectory_id, "group_id": t.group_id, "rewards": r, "advantages": a}) + "\n")
-        for t in failed:
+        for t in scored.failed:
             error = t.error.model_dump(exclude={"traceback"}) if t.error else None
             out.write(json.dumps({"trajectory_id": t.trajectory_id, "group_id": t.group_id, "reward_error": error}) + "\n")
 
