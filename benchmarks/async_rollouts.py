@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -32,13 +31,11 @@ from typing import Any
 
 import httpx
 import openai
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 import agentgym
 from agentgym.config import load_yaml
-from agentgym.evaluation import load_summary
 from agentgym.models import resolve_model
 from agentgym.policies.base import EpisodeContext
 from agentgym.policies.openai_http import VLLM_TOKEN_ID_EXTRAS, OpenAIPolicy
@@ -46,10 +43,11 @@ from agentgym.rollout.engine import RolloutEngine, plan_episodes
 from agentgym.serve import VLLMServer
 from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.loop import engine_config
-from agentgym.trainers.run_log import read_metrics
 from agentgym.types import Completion, Message, SamplingParams
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_runs import ROOT, train_run  # noqa: E402
+
 console = Console(width=140)
 
 
@@ -65,23 +63,13 @@ def train_config(args: argparse.Namespace, staleness: int, out: Path) -> TrainCo
 
 
 def staleness_run(args: argparse.Namespace, staleness: int) -> dict[str, Any]:
-    """One `agentgym train` run in its own process (as a user runs it); per-step times and the final held-out evaluation.
-
-    A process per run, not Trainer objects one after another: runs in one process kept the earlier
-    run's memory, and the third was killed for memory on a 23 GB machine.
-    """
-    out = Path(args.out) / f"staleness-{staleness}"
-    cfg = train_config(args, staleness, out)
-    config = Path(args.out) / f"staleness-{staleness}.yaml"
-    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    """One `agentgym train` run in its own process (`train_runs.train_run`); per-step times and the final held-out evaluation."""
     started = time.perf_counter()
-    if not (out / "eval" / f"step-{cfg.steps:06d}" / "summary.json").is_file():  # a finished run is reused
-        subprocess.run([str(Path(sys.executable).with_name("agentgym")), "train", "--config", str(config), "--out",
-                        str(out), "--quiet"], check=True)
+    steps, summary = train_run(
+        Path(args.config), {"model": args.model, "steps": args.steps, "rollout": {"max_staleness": staleness}},
+        Path(args.out) / f"staleness-{staleness}",
+    )
     wall = time.perf_counter() - started
-    metrics = read_metrics(out)
-    steps = [m for m in metrics if m.get("time/step") is not None]
-    summary = load_summary(out / "eval" / f"step-{cfg.steps:06d}")
     return {
         "staleness": staleness, "wall": wall,
         "step": [m["time/step"] for m in steps],
