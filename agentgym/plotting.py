@@ -68,6 +68,16 @@ PANELS: tuple[Panel, ...] = (
     Panel("advantage_abs", "Mean |advantage| per turn", "|advantage|", (Series("train/advantage_abs_mean", "mean |A|"),)),
     Panel("reward_model_time", "Reward-model time", "ms per trajectory",
           (Series("time/reward_model_ms_per_trajectory", "reward model"),)),
+    # A critic's (ArCHer, trainers/algorithms/archer.py): drawn only for runs that have one.
+    Panel("critic_loss", "Critic losses and TD error", "loss",
+          (Series("critic/q_loss", "Q loss (twins summed)"), Series("critic/v_loss", "V loss (twins summed)"),
+           Series("critic/td_error", "|TD error| of Q1"))),
+    Panel("critic_values", "Critic values and advantage", "value",
+          (Series("critic/q_mean", "min Q"), Series("critic/v_mean", "min V"), Series("critic/advantage_mean", "A mean"),
+           Series("critic/advantage_std", "A std"))),
+    Panel("step_phases", "Time per step by phase", "seconds",
+          (Series("time/rollout", "rollout"), Series("time/critic", "critic"), Series("time/update", "actor update"),
+           Series("time/sync", "sync"))),
 )
 
 

@@ -34,7 +34,6 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,9 +41,18 @@ import torch
 from torch import nn
 
 from agentgym.errors import AgentGymError
-from agentgym.models import MODEL_ALIASES, resolve_model
+from agentgym.models import resolve_model
 from agentgym.reward_models.base import RewardModel, RewardScores, Scorer
 from agentgym.reward_models.compose import outcome_total
+from agentgym.trainers.turn_encoder import (
+    DEFAULT_MAX_CONTEXT_TOKENS,
+    DEFAULT_TOKEN_BUDGET,
+    Backbone,
+    TurnEncoder,
+    TurnEncoderError,
+    backbone_reference,
+    clip_context,
+)
 from agentgym.types import Trajectory
 
 __all__ = [
@@ -71,8 +79,6 @@ FEATURE_KIND = "last_token+completion_mean"
 DEFAULT_ALPHA = 1.0
 DEFAULT_BETA = 0.5
 DEFAULT_HEAD_HIDDEN = 64
-DEFAULT_MAX_CONTEXT_TOKENS = 2048
-DEFAULT_TOKEN_BUDGET = 8192
 
 
 class ProgressModelError(AgentGymError, ValueError):
@@ -129,19 +135,6 @@ def grounding(trajectory: Trajectory) -> list[float]:
     return out
 
 
-def clip_context(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_tokens: int) -> tuple[list[int], int]:
-    """The last `max_tokens` ids of prompt + completion, and how many of those are the completion's (at least 1).
-
-    The end is kept because the turn's action and the history nearest to it are what its
-    contribution depends on most. An empty completion (a recorded turn cut at 0 tokens) is
-    represented by the context's last token.
-    """
-    ids = (list(prompt_ids) + list(completion_ids))[-max_tokens:]
-    if not ids:
-        raise ValueError("a turn with neither prompt nor completion tokens has no context to score")
-    return ids, max(1, min(len(completion_ids), len(ids)))
-
-
 # ---- the estimator --------------------------------------------------------------------------
 
 
@@ -164,56 +157,6 @@ class ProgressHead(nn.Module):
         return self.net((features - self.mean) / self.std).squeeze(-1)
 
 
-@dataclass
-class _Backbone:
-    """The frozen causal LM: its decoder, tokenizer and where it runs."""
-
-    decoder: Any
-    tokenizer: Any
-    eos_token_id: int
-    vocab_size: int
-    hidden_size: int
-    device: torch.device
-    precision: str
-
-
-def _load_backbone(backbone: str, device: str) -> _Backbone:
-    """The backbone's decoder (no LM head needed), frozen, on the device and precision this machine supports."""
-    from agentgym.hardware import resolve_placement
-    from agentgym.trainers.policy_model import load_trainable
-
-    placement = resolve_placement(device, "auto")
-    trainable = load_trainable(backbone, device=placement.device)
-    net = trainable.base_model()
-    net.requires_grad_(False)
-    return _Backbone(
-        decoder=net.get_decoder(), tokenizer=trainable.tokenizer, eos_token_id=trainable.eos_token_id,
-        vocab_size=int(net.get_input_embeddings().num_embeddings), hidden_size=int(net.config.hidden_size),
-        device=placement.device, precision=placement.precision,
-    )
-
-
-def _backbone_name(backbone: str) -> str:
-    """What the saved config records: an alias as it is, a directory or file as an absolute path."""
-    return backbone if backbone in MODEL_ALIASES else str(Path(backbone).expanduser().resolve())
-
-
-def _length_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
-    """Indices grouped, shortest first, so that each batch's padded size (rows x longest) stays within the budget."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        # Sorted ascending, so the newcomer is the batch's longest.
-        if current and (len(current) + 1) * lengths[i] > token_budget:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
 class ProgressEstimator:
     """Per-turn progress c_t: a trained `ProgressHead` on a frozen causal LM's features of each turn.
 
@@ -233,8 +176,9 @@ class ProgressEstimator:
     ) -> None:
         if max_context_tokens < 1 or token_budget < 1 or head_hidden < 0:
             raise ValueError("max_context_tokens and token_budget must be >= 1, head_hidden >= 0")
-        self.backbone_name = _backbone_name(backbone)
-        self.backbone = _load_backbone(backbone, device)
+        self.backbone_name = backbone_reference(backbone)
+        self.encoder = TurnEncoder(backbone, max_context_tokens=max_context_tokens, token_budget=token_budget,
+                                   device=device, name=self.backbone_name)
         self.head_hidden = int(head_hidden)
         self.alpha, self.beta = float(alpha), float(beta)
         self.max_context_tokens = int(max_context_tokens)
@@ -248,59 +192,21 @@ class ProgressEstimator:
 
     # -- features --
 
+    @property
+    def backbone(self) -> Backbone:
+        """The frozen causal LM under the head."""
+        return self.encoder.backbone
+
     def turn_contexts(self, trajectory: Trajectory) -> list[tuple[list[int], int]]:
         """(context ids, completion length in them) for every turn, from recorded ids or the chat template."""
-        from agentgym.trainers.batches import tokenize_turn
-
-        out = []
-        for turn in trajectory.turns:
-            if turn.prompt_token_ids is not None and turn.completion_token_ids is not None:
-                prompt, completion = turn.prompt_token_ids, turn.completion_token_ids
-            else:
-                prompt, completion = tokenize_turn(
-                    self.backbone.tokenizer, trajectory.prompt(turn), turn.completion, self.backbone.eos_token_id
-                )
-            ids, n = clip_context(prompt, completion, self.max_context_tokens)
-            if max(ids) >= self.backbone.vocab_size or min(ids) < 0:
-                raise ProgressModelError(
-                    f"trajectory {trajectory.trajectory_id}, turn {turn.index}: token id {max(ids)} is outside the "
-                    f"backbone's vocabulary ({self.backbone.vocab_size}); the progress estimator's backbone must be "
-                    f"the policy's base model ({self.backbone_name} is not)"
-                )
-            out.append((ids, n))
-        return out
+        try:
+            return self.encoder.turn_contexts(trajectory)
+        except TurnEncoderError as exc:
+            raise ProgressModelError(str(exc)) from None
 
     def features(self, trajectories: Sequence[Trajectory]) -> list[torch.Tensor]:
         """Per trajectory, a [T, F] float32 CPU tensor of its turns' features (all turns batched together)."""
-        contexts = [ctx for traj in trajectories for ctx in self.turn_contexts(traj)]
-        flat = self._encode(contexts)
-        return list(torch.split(flat, [t.num_turns for t in trajectories]))
-
-    def _encode(self, contexts: Sequence[tuple[list[int], int]]) -> torch.Tensor:
-        """[N, F] features of N contexts: hidden state at the last token ++ mean hidden state over the completion."""
-        from agentgym.trainers.policy_model import autocast_context
-
-        out = torch.zeros(len(contexts), self.feature_size)
-        lengths = [len(ids) for ids, _ in contexts]
-        bb = self.backbone
-        for batch in _length_batches(lengths, self.token_budget):
-            width = max(lengths[i] for i in batch)
-            ids = torch.full((len(batch), width), bb.eos_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            span = torch.zeros((len(batch), width))
-            for row, i in enumerate(batch):
-                tokens, n_completion = contexts[i]
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = 1
-                span[row, len(tokens) - n_completion : len(tokens)] = 1.0
-            # Right padding: a causal model's states at real positions never see the pads after them.
-            with torch.no_grad(), autocast_context(bb.precision, bb.device):
-                hidden = bb.decoder(input_ids=ids.to(bb.device), attention_mask=mask.to(bb.device)).last_hidden_state
-            hidden = hidden.float().cpu()
-            last = hidden[torch.arange(len(batch)), torch.tensor([lengths[i] - 1 for i in batch])]
-            mean = (hidden * span.unsqueeze(-1)).sum(1) / span.sum(1, keepdim=True)
-            out[torch.tensor(batch)] = torch.cat([last, mean], dim=-1)
-        return out
+        return [f.turn for f in self.encoder.trajectory_features(trajectories)]
 
     # -- contributions --
 

@@ -29,7 +29,7 @@ def test_informative_groups_rejects_mismatched_inputs() -> None:
 
 def test_more_draws_need_a_group_baseline() -> None:
     with pytest.raises(ValidationError, match="has no groups"):
-        TrainConfig(env="textworld", algo="ppo", max_draws=3)
+        TrainConfig(env="textworld", algo="reinforce", max_draws=3)
     assert TrainConfig(env="textworld", algo="rloo", max_draws=3).max_draws == 3
 
 

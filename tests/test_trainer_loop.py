@@ -54,8 +54,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"algo": "grpo"}, {"algo": "rloo"}, {"algo": "ppo", "update.epochs": 2}, {"algo": "grpo", "update.epo.enabled": True}],
-    ids=["grpo", "rloo", "ppo-clip", "grpo-epo"],
+    [{"algo": "grpo"}, {"algo": "rloo"}, {"algo": "reinforce", "update.epochs": 2}, {"algo": "grpo", "update.epo.enabled": True},
+     {"algo": "archer", "archer.warmup_steps": 0, "archer.critic_updates": 5}],
+    ids=["grpo", "rloo", "reinforce-2-epochs", "grpo-epo", "archer"],
 )
 def test_each_algorithm_trains_end_to_end(tiny_model_dir: Path, tmp_path: Path, overrides: dict) -> None:
     cfg = _config(tiny_model_dir, tmp_path / "run", **overrides)

@@ -1,4 +1,4 @@
-"""Resumable checkpoints: model (or adapters), optimiser, step, RNG states and EPO's entropy history.
+"""Resumable checkpoints: model (or adapters), optimiser, step, RNG states, EPO's entropy history and an algorithm's own state.
 
 A checkpoint is written under a temporary name and renamed into place, and the `latest`
 pointer is replaced atomically afterwards, so a `kill -9` at any moment leaves the previous
@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    root: str | Path, trainable: TrainableModel, optimizer: torch.optim.Optimizer, state: TrainerState, *, keep: int = 2
+    root: str | Path, trainable: TrainableModel, optimizer: torch.optim.Optimizer, state: TrainerState, *, keep: int = 2,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write checkpoint `step-N` under root, point `latest` at it and prune all but the newest `keep`."""
+    """Write checkpoint `step-N` under root, point `latest` at it and prune all but the newest `keep`.
+
+    `write_extra(directory)` adds files of its own (an algorithm's critic) before the checkpoint is made visible.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.step:06d}"
@@ -60,6 +65,8 @@ def save_checkpoint(
         "step": state.step, "entropy_history": state.entropy_history,
         "served_model": state.served_model, "extra": state.extra, "lora": trainable.is_lora,
     }, indent=2))
+    if write_extra is not None:
+        write_extra(tmp)
     _fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)  # a step re-done after a resume replaces its old checkpoint
     os.replace(tmp, final)

@@ -9,15 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from agentgym.hardware import check_device_spec
 from agentgym.reward_models.factory import RewardSettings
 from agentgym.rollout.engine import RolloutConfig
+from agentgym.trainers.algorithms import get_algorithm
+from agentgym.trainers.algorithms.archer import ArcherConfig
 from agentgym.trainers.policy_model import LoraSettings
 from agentgym.trainers.update import UpdateConfig
 from agentgym.types import SamplingParams
 
-Algo = Literal["grpo", "rloo", "ppo"]
-
-# Which advantage estimator (trainers/advantages.py) each algorithm uses when the reward block
-# names none; ppo's is grpo's taken over the whole batch as one group.
-ESTIMATORS: dict[str, str] = {"grpo": "grpo", "rloo": "rloo", "ppo": "grpo"}
 
 
 class TrainRolloutConfig(RolloutConfig):
@@ -55,7 +52,10 @@ class TrainConfig(BaseModel):
         None, description="Overrides of env_kwargs for held-out evaluation (e.g. another game set); None evaluates on env_kwargs."
     )
     model: str = Field("smollm2-135m", description="Alias, HF directory (e.g. an `agentgym sft` output) or .gguf file.")
-    algo: Algo = Field("grpo", description="grpo | rloo: group baselines; ppo: batch-whitened advantages (no critic).")
+    algo: str = Field(
+        "grpo", description="A registered algorithm (trainers/algorithms): grpo | rloo (group baselines), reinforce "
+        "(one batch-whitened baseline), archer (an off-policy twin Q/V critic's advantage).",
+    )
     rollout_backend: Literal["vllm", "inprocess"] = Field(
         "vllm", description="vllm: an OpenAI-compatible vLLM server (started unless base_url is given); inprocess: transformers."
     )
@@ -77,9 +77,10 @@ class TrainConfig(BaseModel):
         "(every group is trained on). Needs a group baseline (grpo, rloo).",
     )
     gamma: float = Field(1.0, ge=0, le=1, description="Discount of per-turn rewards into returns.")
-    normalize_std: bool = Field(True, description="Divide advantages by the group (grpo) or batch (ppo) std; ignored by rloo.")
+    normalize_std: bool = Field(True, description="Divide advantages by the group (grpo) or batch (reinforce) std; ignored by rloo.")
     max_length: int = Field(2048, ge=16, description="Turns longer than this (prompt + completion tokens) are skipped.")
     reward: RewardSettings = Field(default_factory=RewardSettings, description="The reward model (`--reward`): env, dra, gra, igpo, spa.")
+    archer: ArcherConfig = Field(default_factory=ArcherConfig, description="The critic and schedule of --algo archer.")
     rollout: TrainRolloutConfig = Field(default_factory=_train_rollout)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     eval_every: int = Field(0, ge=0, description="Evaluate on held-out tasks every N steps and after the last; 0: only after the last.")
@@ -102,14 +103,19 @@ class TrainConfig(BaseModel):
     def _check_device(cls, value: str) -> str:
         return check_device_spec(value)
 
+    @field_validator("algo")
+    @classmethod
+    def _check_algo(cls, value: str) -> str:
+        get_algorithm(value)  # an unknown or renamed name fails here, with the known ones
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.base_url and self.rollout_backend != "vllm":
             raise ValueError("base_url needs rollout_backend vllm")
-        if self.algo in ("grpo", "rloo") and self.samples_per_task < 2:
-            raise ValueError(f"{self.algo} compares rollouts of the same task: samples_per_task must be at least 2")
-        if self.max_draws > 1 and self.algo not in ("grpo", "rloo"):
-            raise ValueError(f"max_draws > 1 keeps the groups whose rollouts disagree; {self.algo} has no groups (use grpo or rloo)")
+        errors = get_algorithm(self.algo).config_errors(self)
+        if errors:
+            raise ValueError("; ".join(errors))
         from agentgym.trainers.advantages import UnknownAdvantageError, get_advantage
 
         try:
@@ -121,7 +127,7 @@ class TrainConfig(BaseModel):
     @property
     def estimator(self) -> str:
         """The advantage estimator: the reward block's, else the one its reward model is meant for, else `algo`'s."""
-        return self.reward.advantage_for(ESTIMATORS[self.algo])
+        return self.reward.advantage_for(get_algorithm(self.algo).estimator)
 
 
 class SFTConfig(BaseModel):

@@ -46,13 +46,14 @@ from agentgym.reward_models.factory import build_reward_model
 from agentgym.rollout.engine import CONTEXT_OVERFLOW, EpisodeJob, RolloutConfig, RolloutEngine, plan_episodes
 from agentgym.seeding import eval_seed_base, train_seed
 from agentgym.store import TrajectoryWriter, read_trajectories
+from agentgym.trainers.algorithms import get_algorithm
 from agentgym.trainers.batches import TurnSample, mean_or_nan, turn_samples
 from agentgym.trainers.checkpoint import TrainerState, latest_checkpoint, read_state, restore_optimizer, save_checkpoint
 from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.dynamic_sampling import informative_groups
 from agentgym.trainers.policy_model import TrainableModel, load_trainable
 from agentgym.trainers.probe import load_probe, probe_entropy
-from agentgym.trainers.rewarding import StepScores, score_step, write_scores
+from agentgym.trainers.rewarding import StepScores, score_step, write_advantages, write_scores
 from agentgym.trainers.rollout_pipeline import RolloutPipeline
 from agentgym.trainers.run_log import (
     EVAL_SUCCESS_RATE,
@@ -73,11 +74,12 @@ class ScoredBatch:
     """One step's rollouts: those to train on with their turn advantages, and everything that was played."""
 
     trajectories: list[Trajectory]
-    advantages: list[list[float]]
+    advantages: list[list[float]]  # the registered estimator's; the algorithm may replace them
     played: list[Trajectory]
     draws: int
     excluded_errors: int  # episodes that ended with an error: played and counted, never trained on
     timings: dict[str, float]
+    rewards: list[list[float]] = field(default_factory=list)  # the reward model's, per turn of `trajectories`
 
 
 @dataclass
@@ -165,6 +167,7 @@ class Trainer:
             self.reward_model = reward_fn
         else:
             self.reward_model = PerTrajectoryReward(reward_fn)
+        self.algorithm = get_algorithm(cfg.algo)(cfg, self.run_dir)
         self._scorer_made: Scorer | None = None
         self._tokenizer: Any = None  # the trainable's, once loaded
         # Where the model trains and in which precision, read off this machine (agentgym.hardware).
@@ -202,6 +205,7 @@ class Trainer:
         ckpt = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
         if ckpt is None:
             trainable = load_trainable(self.cfg.model, lora=self.cfg.lora, device=self.placement.device)
+            self.algorithm.setup(trainable, 0, None)
             return trainable, make_optimizer(trainable, self.cfg.update), TrainerState(step=0)
         state = read_state(ckpt)
         if self.cfg.lora is not None:
@@ -210,6 +214,7 @@ class Trainer:
             trainable = load_trainable(str(ckpt / "model"), device=self.placement.device)
         optimizer = make_optimizer(trainable, self.cfg.update)
         restore_optimizer(ckpt, optimizer)
+        self.algorithm.setup(trainable, state.step, ckpt)
         self.console.print(f"resuming from {ckpt} (step {state.step} of {self.cfg.steps} done)")
         return trainable, optimizer, state
 
@@ -324,6 +329,7 @@ class Trainer:
                     # In a thread: rollouts played ahead keep going while half a GB is written.
                     await asyncio.to_thread(
                         save_checkpoint, self.run_dir / "checkpoints", trainable, optimizer, state, keep=cfg.keep_checkpoints,
+                        write_extra=self.algorithm.save,
                     )
                     metrics["time/checkpoint"] = time.perf_counter() - started
                 # Wall time of the step without its held-out evaluation: what training costs.
@@ -339,9 +345,16 @@ class Trainer:
     ) -> dict[str, float]:
         cfg = self.cfg
         timings = dict(batch.timings)
+        self._phase = (step, "critic" if self.algorithm.has_critic else "update")
+        started = time.perf_counter()
+        # The algorithm's advantages: the estimator's as they are, or a critic's (trained here, in a thread).
+        given = await asyncio.to_thread(self.algorithm.advantages, step, batch.trajectories, batch.rewards, batch.advantages)
+        if self.algorithm.has_critic:
+            timings["time/critic"] = time.perf_counter() - started
+            write_advantages(self.run_dir / "scores" / f"step-{step + 1:06d}.{cfg.algo}.jsonl", batch.trajectories, given.advantages)
         self._phase = (step, "update")
         started = time.perf_counter()
-        samples, skipped = turn_samples(batch.trajectories, batch.advantages, max_length=cfg.max_length, require_logprobs=True)
+        samples, skipped = turn_samples(batch.trajectories, given.advantages, max_length=cfg.max_length, require_logprobs=True)
         keep_all = cfg.update.epo.enabled or cfg.update.kl_coef > 0
         # A turn with zero advantage adds nothing to the policy-gradient term: skip its forward/backward
         # unless an entropy or KL term still needs it.
@@ -355,7 +368,8 @@ class Trainer:
         metrics.update(staleness_stats(batch.trajectories, step))
         if cfg.max_draws > 1:
             metrics["rollout/draws"] = float(batch.draws)
-        if trained:
+        actor = self.algorithm.updates_actor(step)
+        if trained and actor:
             started = time.perf_counter()
             # In a worker thread (torch releases the GIL): the event loop keeps playing rollouts meanwhile.
             metrics.update(await asyncio.to_thread(
@@ -368,9 +382,13 @@ class Trainer:
             timings["time/sync"] = time.perf_counter() - started
         else:
             tried = f" in {batch.draws} draws" if cfg.max_draws > 1 else ""
-            self.console.print(f"step {step + 1}: every advantage is zero (all rollouts of each group scored alike{tried}); no update")
+            why = ("the critic warms up, the actor waits" if not actor
+                   else f"every advantage is zero (all rollouts of each group scored alike{tried})")
+            self.console.print(f"step {step + 1}: {why}; no update")
             policy.weights_step = step + 1  # unchanged weights, and still those after step + 1 steps
         metrics.update(timings)
+        metrics.update(given.metrics)  # a critic's advantage statistics replace the estimator's
+        metrics["train/actor_updated"] = float(bool(trained and actor))
         return metrics
 
     async def _collect_scored(self, step: int, task_ids: Sequence[str], policy: Policy) -> ScoredBatch:
@@ -379,6 +397,7 @@ class Trainer:
         timings = {"time/rollout": 0.0, "time/score": 0.0}
         kept: list[Trajectory] = []
         kept_advantages: list[list[float]] = []
+        kept_rewards: list[list[float]] = []
         played: list[Trajectory] = []
         groups: list[str] = []
         excluded = 0
@@ -398,17 +417,18 @@ class Trainer:
             timings.update(scored.diagnostics)
             timings["time/score"] += time.perf_counter() - started
             if cfg.max_draws == 1:
-                return ScoredBatch(usable, advantages, played, 1, excluded, timings)
+                return ScoredBatch(usable, advantages, played, 1, excluded, timings, scored.rewards)
             # Group baselines are computed within a group, so each draw's advantages stand on their own.
             wanted = informative_groups([t.group_id for t in usable], advantages)[: cfg.tasks_per_step - len(groups)]
             groups += wanted
-            for t, a in zip(usable, advantages):
+            for t, a, r in zip(usable, advantages, scored.rewards):
                 if t.group_id in wanted:
                     kept.append(t)
                     kept_advantages.append(a)
+                    kept_rewards.append(r)
             if len(groups) >= cfg.tasks_per_step:
                 break
-        return ScoredBatch(kept, kept_advantages, played, draw + 1, excluded, timings)
+        return ScoredBatch(kept, kept_advantages, played, draw + 1, excluded, timings, kept_rewards)
 
     async def _score(self, step: int, trajectories: Sequence[Trajectory], policy: Policy) -> StepScores:
         """Per-turn rewards from the reward model, group by group, then advantages; written beside the step's trajectories."""
@@ -416,7 +436,7 @@ class Trainer:
         scorer = self._scorer(policy) if self.reward_model.needs_scorer else None
         scored = await score_step(
             trajectories, self.reward_model, scorer, cfg.estimator, gamma=cfg.gamma,
-            normalize_std=cfg.normalize_std and cfg.algo != "rloo", one_group=cfg.algo == "ppo",
+            normalize_std=cfg.normalize_std and self.algorithm.uses_std, one_group=self.algorithm.one_group,
         )
         write_scores(self.run_dir / "scores" / f"step-{step + 1:06d}.jsonl", scored)
         if scored.failed and len(scored.failed) == len(trajectories):  # a setup error (e.g. IGPO on tasks without answers)

@@ -162,5 +162,13 @@ def write_scores(path: Path, scored: StepScores) -> None:
             out.write(json.dumps({"trajectory_id": t.trajectory_id, "group_id": t.group_id, "reward_error": error}) + "\n")
 
 
+def write_advantages(path: Path, trajectories: Sequence[Trajectory], advantages: Sequence[Sequence[float]]) -> None:
+    """Write the per-turn advantages an algorithm gave each trajectory (a critic's) as JSONL, replacing the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for t, a in zip(trajectories, advantages):
+            out.write(json.dumps({"trajectory_id": t.trajectory_id, "group_id": t.group_id, "advantages": a}) + "\n")
+
+
 def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values) if values else math.nan

@@ -1,0 +1,82 @@
+"""What an RL algorithm is to the trainer: how a scored batch becomes turn advantages, and its own state.
+
+The training step reads the same for every algorithm (trainers/loop.py):
+
+    collect → score (reward model, registered estimator) → algorithm.advantages → actor update
+            → sync → evaluate → checkpoint (algorithm.save beside the model)
+
+The actor's loss terms (PPO-clip against the rollout logprobs, KL, EPO) are shared
+(`trainers.update.policy_gradient_step`); an algorithm decides the advantages they weigh, whether
+the actor updates at a step, and anything it trains besides the policy (a critic, its optimiser,
+a replay buffer), which it saves into each checkpoint and reads back on `--resume`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from agentgym.types import Trajectory
+
+if TYPE_CHECKING:
+    from agentgym.trainers.config import TrainConfig
+    from agentgym.trainers.policy_model import TrainableModel
+
+__all__ = ["Algorithm", "AlgorithmAdvantages"]
+
+
+@dataclass
+class AlgorithmAdvantages:
+    """The advantages an algorithm gives a batch's turns, with what it measured on the way."""
+
+    advantages: list[list[float]]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Algorithm:
+    """An RL algorithm as the trainer sees it; subclasses register under `name` in trainers.algorithms."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    # The advantage estimator (trainers/advantages.py) the scoring step uses when the reward block
+    # names none, and how: divided by the std (normalize_std honoured), over the whole batch as one group.
+    estimator: ClassVar[str] = "grpo"
+    uses_std: ClassVar[bool] = True
+    one_group: ClassVar[bool] = False
+    # Compares rollouts of the same task: needs samples_per_task >= 2; dynamic sampling applies.
+    grouped: ClassVar[bool] = True
+    # Trains a critic whose advantages replace the estimator's (written to scores/step-N.<name>.jsonl).
+    has_critic: ClassVar[bool] = False
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+
+    def setup(self, trainable: TrainableModel, step: int, checkpoint: Path | None) -> None:
+        """Build what the algorithm trains besides the policy; read it back from `checkpoint` on a resume."""
+
+    def advantages(
+        self, step: int, trajectories: Sequence[Trajectory], rewards: Sequence[Sequence[float]],
+        estimated: Sequence[Sequence[float]],
+    ) -> AlgorithmAdvantages:
+        """Per-turn advantages of the step's trajectories; `estimated` are the registered estimator's."""
+        return AlgorithmAdvantages([list(a) for a in estimated])
+
+    def updates_actor(self, step: int) -> bool:
+        """Whether the policy is updated at `step` (0-based); a critic may need steps of its own first."""
+        return True
+
+    def save(self, checkpoint_dir: Path) -> None:
+        """Write the algorithm's own state into a checkpoint directory being assembled."""
+
+    @classmethod
+    def config_errors(cls, cfg: TrainConfig) -> list[str]:
+        """What is wrong with a run's config for this algorithm (an empty list: nothing)."""
+        errors = []
+        if cls.grouped and cfg.samples_per_task < 2:
+            errors.append(f"{cls.name} compares rollouts of the same task: samples_per_task must be at least 2")
+        if cfg.max_draws > 1 and not cls.grouped:
+            errors.append(f"max_draws > 1 keeps the groups whose rollouts disagree; {cls.name} has no groups (use grpo or rloo)")
+        return errors
