@@ -72,7 +72,7 @@ def eval_command(
     model: Annotated[Optional[str], typer.Option(help="Model: alias or path (in-process), or the served name with --base-url.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")] = None,
     api_key: Annotated[Optional[str], typer.Option(help="API key for --base-url.", envvar="AGENTGYM_API_KEY")] = None,
-    policy: Annotated[Optional[str], typer.Option(help="transformers | openai | walkthrough (inferred from --model/--base-url).")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="transformers | openai | walkthrough | random (a uniform pick of the admissible actions; inferred from --model/--base-url).")] = None,
     episodes: Annotated[Optional[int], typer.Option(help="Episodes to play.")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Episodes played at once.")] = None,
     max_turns: Annotated[Optional[int], typer.Option(help="Cap on turns per episode.")] = None,

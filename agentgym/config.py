@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agentgym.errors import AgentGymError
 from agentgym.rollout.engine import RolloutConfig
 
-PolicyKind = Literal["transformers", "openai", "walkthrough"]
+PolicyKind = Literal["transformers", "openai", "walkthrough", "random"]
 
 
 class PolicyConfig(BaseModel):
-    """Which policy plays: an in-process model, a server, or the env's walkthrough."""
+    """Which policy plays: an in-process model, a server, the env's walkthrough, or random admissible actions."""
 
     model_config = ConfigDict(extra="forbid")
 

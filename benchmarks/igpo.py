@@ -73,17 +73,25 @@ async def collapse(args: argparse.Namespace) -> Table:
 
 
 def training(args: argparse.Namespace) -> Table:
-    """Held-out success after the same training budget with outcome-only rewards and with IGPO."""
+    """Held-out success after the same training budget with outcome-only rewards and with IGPO, and IGPO's cost."""
     table = Table(title=f"Held-out success after {args.steps} steps from {args.model} (same seeds)")
-    for col in ("reward", "success", "95% CI", "episodes", "advantage collapse (mean over steps)"):
+    for col in ("reward", "success", "95% CI", "episodes", "advantage collapse (mean over steps)",
+                "reward model ms / trajectory", "rollout s / step", "reward model share of step"):
         table.add_column(col, justify="right")
     for name in ("env", "igpo"):
-        metrics, summary = train_run(Path(args.config), {"model": args.model, "steps": args.steps, "reward": {"name": name}},
-                                     Path(args.out) / name)
+        overrides = {"model": args.model, "steps": args.steps, "reward": {"name": name}, "eval_episodes": args.eval_episodes}
+        metrics, summary = train_run(Path(args.config), overrides, Path(args.out) / name)
         collapsed = [m["train/zero_advantage_groups"] for m in metrics if "train/zero_advantage_groups" in m]
+        # The reward model's whole cost per step against the step's wall time (evaluation excluded).
+        cost = [m["time/reward_model_ms_per_trajectory"] * m["rollout/episodes"] / 1000 for m in metrics]
         low, high = summary.success_ci95
-        table.add_row(name, f"{summary.success_rate:.3f}", f"{low:.2f}-{high:.2f}", str(summary.episodes),
-                      f"{sum(collapsed) / len(collapsed):.2f}" if collapsed else "-")
+        table.add_row(
+            name, f"{summary.success_rate:.3f}", f"{low:.2f}-{high:.2f}", str(summary.episodes),
+            f"{sum(collapsed) / len(collapsed):.2f}" if collapsed else "-",
+            f"{sum(m['time/reward_model_ms_per_trajectory'] for m in metrics) / len(metrics):.1f}",
+            f"{sum(m['time/rollout'] for m in metrics) / len(metrics):.0f}",
+            f"{sum(cost) / sum(m['time/step'] for m in metrics):.1%}",
+        )
     return table
 
 
@@ -95,6 +103,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--eval-episodes", type=int, default=96, help="held-out episodes (the test split's 48 objects, twice)")
     parser.add_argument("--out", default="/tmp/agentgym-bench/igpo")
     args = parser.parse_args()
     if "collapse" in args.parts:

@@ -16,6 +16,13 @@ step) and the RL run's own plots. Evaluation time is reported apart from trainin
     .venv/bin/python benchmarks/learning.py --rl-steps 4 --out runs/learning-quick
     .venv/bin/python benchmarks/learning.py --epo           # the RL stage with EPO
     .venv/bin/python benchmarks/learning.py --max-draws 3   # the RL stage with dynamic sampling
+
+Stage 2 (`--stage 2`, configs/train-textworld-stage2.yaml): "moderate" games (quests of 3 moves in
+a larger world), 100 held-out episodes on 25 never-trained games, RL sampling at T = 1.0 with
+dynamic sampling for the grouped algorithms, one RL run per `--algos` entry from the same SFT
+model, and beside them a policy that plays a uniformly random admissible command:
+
+    .venv/bin/python benchmarks/learning.py --stage 2 --algos grpo archer --out runs/learning-2
 """
 
 from __future__ import annotations
@@ -32,10 +39,10 @@ from rich.table import Table
 
 import agentgym
 from agentgym.config import load_yaml
-from agentgym.evaluation import EvalSummary, evaluate
+from agentgym.evaluation import EvalSummary, evaluate, load_summary
 from agentgym.models import resolve_model
 from agentgym.policies.openai_http import OpenAIPolicy
-from agentgym.policies.scripted import WalkthroughPolicy
+from agentgym.policies.scripted import RandomAdmissiblePolicy, WalkthroughPolicy
 from agentgym.rollout.engine import RolloutConfig, plan_episodes
 from agentgym.serve import VLLMServer
 from agentgym.trainers.config import SFTConfig, TrainConfig
@@ -63,7 +70,9 @@ def walkthroughs(cfg: TrainConfig, out: Path) -> Path:
 
 
 def eval_served(cfg: TrainConfig, model: str, out: Path) -> EvalSummary:
-    """The trainer's held-out evaluation (same episodes, same sampling) of `model`, served by vLLM."""
+    """The trainer's held-out evaluation (same episodes, same sampling) of `model`, served by vLLM (reused if on disk)."""
+    if (out / "summary.json").is_file():
+        return load_summary(out)
     kwargs = env_kwargs(cfg, held_out=True)
     jobs = eval_jobs(agentgym.registry.task_ids(cfg.env, **kwargs), cfg)
     rollout = engine_config(cfg, cfg.eval_sampling)  # the trainer's own evaluation settings, seeds included
@@ -78,6 +87,75 @@ def eval_served(cfg: TrainConfig, model: str, out: Path) -> EvalSummary:
                 await policy.aclose()
 
         return asyncio.run(run())
+
+
+def eval_random(cfg: TrainConfig, out: Path) -> EvalSummary:
+    """The held-out evaluation of a policy that plays a uniformly random admissible command each turn (reused if on disk)."""
+    if (out / "summary.json").is_file():
+        return load_summary(out)
+    kwargs = env_kwargs(cfg, held_out=True)
+    jobs = eval_jobs(agentgym.registry.task_ids(cfg.env, **kwargs), cfg)
+    return asyncio.run(evaluate(lambda: agentgym.make(cfg.env, **kwargs), RandomAdmissiblePolicy(cfg.seed), jobs, out,
+                                env_id=cfg.env, env_kwargs=kwargs, config=engine_config(cfg, cfg.eval_sampling)))
+
+
+def stage_table(stages: list[tuple[str, EvalSummary, float]], title: str) -> Table:
+    """Held-out success by stage, with intervals, invalid actions, turns and training minutes."""
+    table = Table("stage", "held-out success", "95% CI", "episodes", "invalid actions", "mean turns",
+                  "training minutes so far", title=title)
+    for name, s, minutes in stages:
+        table.add_row(name, f"{s.success_rate:.2f}", f"{s.success_ci95[0]:.2f}–{s.success_ci95[1]:.2f}", str(s.episodes),
+                      f"{s.invalid_action_rate:.2f}", f"{s.mean_turns:.1f}", f"{minutes:.1f}")
+    return table
+
+
+def stage_two(args: argparse.Namespace) -> None:
+    """Before / random / SFT / RL per algorithm on harder games; RL gains over SFT and over random, in points."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_yaml(args.config or str(ROOT / "configs" / "train-textworld-stage2.yaml"))
+    if args.rl_steps:
+        data["steps"] = args.rl_steps
+    base = TrainConfig.model_validate({**data, "eval_at_start": False, "eval_every": 0})
+    stages: list[tuple[str, EvalSummary, float]] = []
+    started = time.perf_counter()
+    data_path = walkthroughs(base, out / "walkthrough")
+    console.print(f"walkthrough data in {time.perf_counter() - started:.0f} s")
+    random_policy = eval_random(base, out / "eval-random")
+    stages.append(("random admissible command", random_policy, 0.0))
+    if not args.skip_before:
+        stages.append(("before (untrained)", eval_served(base, base.model, out / "eval-before"), 0.0))
+    started = time.perf_counter()
+    sft_dir = out / "sft"
+    model_dir = sft_dir / "model"
+    if not model_dir.is_dir():
+        run_sft(SFTConfig(data=[str(data_path)], model=base.model, epochs=args.sft_epochs,
+                          update={"lr": args.sft_lr}, seed=base.seed), sft_dir)
+    sft_minutes = (time.perf_counter() - started) / 60
+    sft_eval = eval_served(base, str(model_dir), out / "eval-sft")
+    stages.append(("after SFT", sft_eval, sft_minutes))
+    for algo in args.algos:
+        run = out / f"rl-{algo}"
+        grouped = algo in ("grpo", "rloo")  # dynamic sampling needs groups to compare
+        cfg = TrainConfig.model_validate({**base.model_dump(), "model": str(model_dir), "algo": algo, "out": str(run),
+                                          "max_draws": base.max_draws if grouped else 1})
+        started = time.perf_counter()
+        result = Trainer(cfg, run, resume=(run / "config.yaml").is_file()).run()
+        metrics = read_metrics(run)
+        eval_seconds = sum(m.get("time/eval") or 0.0 for m in metrics)
+        minutes = (time.perf_counter() - started - eval_seconds) / 60
+        final = result.evals.get(cfg.steps) or load_summary(run / "eval" / f"step-{cfg.steps:06d}")  # a finished run, reused
+        stages.append((f"after RL, {algo} ({cfg.steps} steps)", final, sft_minutes + minutes))
+    console.print(stage_table(stages, f"Learning, stage 2: {base.env_kwargs.get('difficulty')} TextWorld (held-out games)"))
+    rl = [s for s in stages if s[0].startswith("after RL")]
+    if rl:
+        best = max(rl, key=lambda s: s[1].success_rate)
+        console.print(f"best RL ({best[0]}): {100 * (best[1].success_rate - sft_eval.success_rate):+.0f} points over SFT, "
+                      f"{100 * (best[1].success_rate - random_policy.success_rate):+.0f} points over the random policy")
+    (out / "results.json").write_text(json.dumps({
+        "stages": [{"stage": n, "success_rate": s.success_rate, "ci95": s.success_ci95, "episodes": s.episodes,
+                    "invalid_action_rate": s.invalid_action_rate, "training_minutes": m} for n, s, m in stages],
+    }, indent=2))
 
 
 def plot(stages: list[tuple[str, EvalSummary, float]], rl_metrics: list[dict], path: Path) -> None:
@@ -115,7 +193,9 @@ def plot(stages: list[tuple[str, EvalSummary, float]], rl_metrics: list[dict], p
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "train-textworld.yaml"))
+    parser.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: easy games, GRPO; 2: harder games, --algos.")
+    parser.add_argument("--algos", nargs="+", default=["grpo", "archer"], help="Stage 2: one RL run per algorithm.")
+    parser.add_argument("--config", default=None, help="Default: configs/train-textworld.yaml (stage 1), -stage2.yaml (stage 2).")
     parser.add_argument("--out", default=f"runs/learning-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--rl-steps", type=int, default=None, help="RL steps (default: the config's).")
     parser.add_argument("--sft-epochs", type=int, default=2)
@@ -124,10 +204,13 @@ def main() -> None:
     parser.add_argument("--max-draws", type=int, default=None, help="RL with dynamic sampling: up to this many draws a step.")
     parser.add_argument("--skip-before", action="store_true", help="Skip evaluating the untrained model.")
     args = parser.parse_args()
+    if args.stage == 2:
+        stage_two(args)
+        return
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_yaml(args.config)
+    data = load_yaml(args.config or str(ROOT / "configs" / "train-textworld.yaml"))
     if args.rl_steps:
         data["steps"] = args.rl_steps
     if args.epo:
@@ -168,12 +251,7 @@ def main() -> None:
         stages.append(("after SFT", start_eval, sft_minutes))
     stages.append((f"after RL ({result.steps} steps)", result.evals[result.steps], sft_minutes + rl_minutes))
 
-    table = Table("stage", "held-out success", "95% CI", "invalid actions", "mean turns", "training minutes so far",
-                  title="Learning on easy TextWorld (held-out games)")
-    for name, s, minutes in stages:
-        table.add_row(name, f"{s.success_rate:.2f}", f"{s.success_ci95[0]:.2f}–{s.success_ci95[1]:.2f}",
-                      f"{s.invalid_action_rate:.2f}", f"{s.mean_turns:.1f}", f"{minutes:.1f}")
-    console.print(table)
+    console.print(stage_table(stages, "Learning on easy TextWorld (held-out games)"))
     times = Table("phase", "seconds", title="Wall time")
     for name, seconds in timings.items():
         times.add_row(name, f"{seconds:.0f}")

@@ -11,7 +11,9 @@ import pytest
 
 import agentgym
 from agentgym.policies import CallablePolicy, ScriptedPolicy, WalkthroughPolicy
+from agentgym.errors import PolicyError
 from agentgym.policies.base import EpisodeContext, Policy
+from agentgym.policies.scripted import RandomAdmissiblePolicy
 from agentgym.rollout import ChatHistory, EpisodeJob, RolloutConfig, RolloutEngine, plan_episodes
 from agentgym.types import Completion, Message, PolicyInfo, SamplingParams
 from tests.toy_envs import CountdownEnv
@@ -159,6 +161,23 @@ async def test_walkthrough_policy_solves_textworld_through_the_engine(tw_games_d
     trajs = await engine.run(plan_episodes(tasks, 8))
     assert len(trajs) == 8 and all(t.success for t in trajs)
     assert all(t.env_kwargs == kwargs and t.policy.kind == "walkthrough" for t in trajs)
+
+
+async def test_random_admissible_policy_plays_only_valid_actions_and_replays_by_seed(tw_games_dir: Path) -> None:
+    kwargs = {"games_dir": str(tw_games_dir), "max_turns": 6}
+    tasks = agentgym.make("textworld", **kwargs).task_ids()
+
+    async def play(seed: int) -> list:
+        engine = RolloutEngine(lambda: agentgym.make("textworld", **kwargs), RandomAdmissiblePolicy(seed),
+                               RolloutConfig(concurrency=2, seed=0), env_id="textworld", env_kwargs=kwargs)
+        return await engine.run(plan_episodes(tasks, 4))
+
+    first, again, other = await play(0), await play(0), await play(1)
+    assert all(turn.signals["valid_action"] for t in first for turn in t.turns)  # every pick was admissible
+    assert [[u.action for u in t.turns] for t in first] == [[u.action for u in t.turns] for t in again]
+    assert [[u.action for u in t.turns] for t in first] != [[u.action for u in t.turns] for t in other]
+    with pytest.raises(PolicyError, match="admissible actions"):
+        await RandomAdmissiblePolicy().act([], context=None)
 
 
 class _RecordingPolicy(Policy):

@@ -18,6 +18,10 @@ class EpisodeContext:
     task_id: str
     turn: int
     reset_info: dict[str, Any] = field(default_factory=dict)
+    admissible_actions: list[str] | None = None  # the env's valid actions at this turn, where it knows them
+    # Which rollout of its group this is: with the task, what a seeded scripted policy draws from.
+    group_id: str = ""
+    sample_index: int = 0
 
 
 class Policy(ABC):

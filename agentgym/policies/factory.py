@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from agentgym.config import PolicyConfig
 from agentgym.policies.base import Policy
-from agentgym.policies.scripted import WalkthroughPolicy
+from agentgym.policies.scripted import RandomAdmissiblePolicy, WalkthroughPolicy
 
 
 def build_policy(cfg: PolicyConfig) -> Policy:
     """The policy `cfg` describes; heavy backends are imported only when chosen."""
     if cfg.kind == "walkthrough":
         return WalkthroughPolicy()
+    if cfg.kind == "random":
+        return RandomAdmissiblePolicy()
     if cfg.kind == "openai":
         from agentgym.policies.openai_http import OpenAIPolicy
 

@@ -1,7 +1,9 @@
-"""Scripted policies: a fixed list of actions, a callable, or the env's own walkthrough."""
+"""Scripted policies: a fixed list of actions, a callable, the env's own walkthrough, or a uniform pick among valid actions."""
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,3 +81,33 @@ class WalkthroughPolicy(Policy):
     def describe(self) -> PolicyInfo:
         """Scripted from the env's walkthrough."""
         return PolicyInfo(kind="walkthrough")
+
+
+class RandomAdmissiblePolicy(Policy):
+    """Plays an action drawn uniformly from the env's admissible actions each turn: the chance baseline.
+
+    The draw is a function of (seed, group, rollout in the group, turn), so a seeded evaluation replays exactly.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+
+    async def act(
+        self,
+        messages: Sequence[Message],
+        tools: list[dict[str, Any]] | None = None,
+        sampling: SamplingParams | None = None,
+        context: EpisodeContext | None = None,
+    ) -> Completion:
+        """Return one of this turn's admissible actions, picked at random."""
+        actions = context.admissible_actions if context is not None else None
+        if not actions:
+            raise PolicyError("the random policy needs an env that lists its admissible actions (e.g. TextWorld, ALFWorld)")
+        assert context is not None
+        key = f"{self.seed}:{context.group_id}:{context.sample_index}:{context.turn}".encode()
+        rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+        return Completion(text=rng.choice(sorted(actions)), finish_reason="scripted")
+
+    def describe(self) -> PolicyInfo:
+        """Scripted, uniform over admissible actions."""
+        return PolicyInfo(kind="scripted", model="random-admissible")

@@ -190,7 +190,9 @@ class RolloutEngine:
         traj.reset_info = kept_info(info)
         history = ChatHistory(traj.messages, traj.instructions, observation)
         tools = info.get("tools")
-        context = EpisodeContext(episode_id=traj.trajectory_id, task_id=job.task_id, turn=0, reset_info=info)
+        context = EpisodeContext(episode_id=traj.trajectory_id, task_id=job.task_id, turn=0, reset_info=info,
+                                 admissible_actions=info.get("admissible_actions"), group_id=job.group_id,
+                                 sample_index=job.sample_index)
         turn = 0
         while True:
             _raise_if_cancelled()
@@ -205,6 +207,7 @@ class RolloutEngine:
             started = time.perf_counter()
             observation, reward, terminated, truncated, info = await env_call(env.step, completion.text)
             env_seconds = time.perf_counter() - started
+            context.admissible_actions = info.get("admissible_actions")
             turn += 1
             cut = not (terminated or truncated) and cfg.max_turns is not None and turn >= cfg.max_turns
             traj.turns.append(Turn(

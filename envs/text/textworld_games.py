@@ -13,9 +13,11 @@ from pathlib import Path
 from agentgym.cache import cache_root, file_lock, recipe_key
 from agentgym.errors import EnvConfigError
 
-# World size, object count and quest length per difficulty: "easy" games take 2 moves.
+# World size, object count and quest length per difficulty: "easy" games take 2 moves, "moderate"
+# ones 3 in a larger world (the learning benchmark's second stage).
 DIFFICULTIES: dict[str, dict[str, int]] = {
     "easy": {"world_size": 2, "nb_objects": 4, "quest_length": 2},
+    "moderate": {"world_size": 3, "nb_objects": 6, "quest_length": 3},
     "medium": {"world_size": 5, "nb_objects": 10, "quest_length": 5},
     "hard": {"world_size": 8, "nb_objects": 20, "quest_length": 10},
 }
