@@ -80,6 +80,8 @@ def training(args: argparse.Namespace) -> Table:
         table.add_column(col, justify="right")
     for name in ("env", "igpo"):
         overrides = {"model": args.model, "steps": args.steps, "reward": {"name": name}, "eval_episodes": args.eval_episodes}
+        if args.tasks_per_step:
+            overrides["tasks_per_step"] = args.tasks_per_step
         metrics, summary = train_run(Path(args.config), overrides, Path(args.out) / name)
         collapsed = [m["train/zero_advantage_groups"] for m in metrics if "train/zero_advantage_groups" in m]
         # The reward model's whole cost per step against the step's wall time (evaluation excluded).
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--tasks-per-step", type=int, default=None, help="training groups per step (default: the config's)")
     parser.add_argument("--eval-episodes", type=int, default=96, help="held-out episodes (the test split's 48 objects, twice)")
     parser.add_argument("--out", default="/tmp/agentgym-bench/igpo")
     args = parser.parse_args()

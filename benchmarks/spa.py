@@ -9,7 +9,10 @@
 3. On the held-out trajectories: Spearman's rho of each turn's contribution c_t with the turn's
    true score increment, with a bootstrap 95% interval over trajectories; beside it the
    trajectory-level variant (every turn given its trajectory's mean contribution, what the
-   released reference script does), which cannot rank turns within a trajectory.
+   released reference script does), which cannot rank turns within a trajectory. Two measures:
+   rho pooled over every turn of every trajectory (which a trajectory-level value also earns by
+   ranking won episodes above lost ones), and the mean rho within each trajectory whose
+   increments vary (turn-level credit proper, where a constant reward scores 0).
 
     .venv/bin/python benchmarks/spa.py --model runs/demo/sft/model           # about 15 minutes
 """
@@ -21,7 +24,7 @@ import asyncio
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -62,14 +65,35 @@ def pooled_rho(trajectories: Sequence[Trajectory], rewards: Sequence[Sequence[fl
     return spearman(xs, ys)
 
 
-def bootstrap(trajectories: Sequence[Trajectory], rewards: Sequence[Sequence[float]], rounds: int = 1000) -> tuple[float, float]:
-    """A 95% percentile interval of the pooled rho, resampling whole trajectories."""
+def within_rho(trajectories: Sequence[Trajectory], rewards: Sequence[Sequence[float]]) -> float:
+    """Mean over trajectories whose true increments vary of Spearman's rho between their turns' rewards and increments.
+
+    This is the question of turn-level credit: which turns of one episode made the progress. A
+    reward that is the same on every turn ranks no turn above another: its rho counts as 0.
+    """
+    values = []
+    for t, row in zip(trajectories, rewards):
+        increments = progress_increments(t) or []
+        if len(set(increments)) < 2:
+            continue
+        rho = spearman(row, increments)
+        values.append(0.0 if rho != rho else rho)
+    return statistics.mean(values) if values else float("nan")
+
+
+Measure = Callable[[Sequence[Trajectory], Sequence[Sequence[float]]], float]
+
+
+def bootstrap(trajectories: Sequence[Trajectory], rewards: Sequence[Sequence[float]], rounds: int = 1000,
+              measure: Measure | None = None) -> tuple[float, float]:
+    """A 95% percentile interval of `measure` (default: the pooled rho), resampling whole trajectories."""
+    measure = measure or pooled_rho
     rng = random.Random(0)
     n = len(trajectories)
     values = []
     for _ in range(rounds):
         picks = [rng.randrange(n) for _ in range(n)]
-        rho = pooled_rho([trajectories[i] for i in picks], [rewards[i] for i in picks])
+        rho = measure([trajectories[i] for i in picks], [rewards[i] for i in picks])
         if rho == rho:  # not NaN
             values.append(rho)
     values.sort()
@@ -104,11 +128,13 @@ def main() -> None:
     increments = sum(1 for t in held_out for inc in (progress_increments(t) or []) if inc > 0)
     table = Table(title=f"Held-out TextWorld trajectories: {len(held_out)} ({wins} won), "
                         f"{sum(t.num_turns for t in held_out)} turns, {increments} with a score increment")
-    for col in ("per-turn reward", "Spearman rho vs true increment", "95% CI (bootstrap over trajectories)"):
+    for col in ("per-turn reward", "rho pooled over all turns", "95% CI", "rho within a trajectory (mean)", "95% CI"):
         table.add_column(col, justify="right")
     for label, rewards in (("SPA, each turn its own c_t", per_turn), ("trajectory-level value on every turn", flat)):
         low, high = bootstrap(held_out, rewards)
-        table.add_row(label, f"{pooled_rho(held_out, rewards):.3f}", f"{low:.3f} to {high:.3f}")
+        w_low, w_high = bootstrap(held_out, rewards, measure=within_rho)
+        table.add_row(label, f"{pooled_rho(held_out, rewards):.3f}", f"{low:.3f} to {high:.3f}",
+                      f"{within_rho(held_out, rewards):.3f}", f"{w_low:.3f} to {w_high:.3f}")
     console.print(table)
     console.print(f"played in {played_s:.0f} s; scored the held-out turns in {score_s:.1f} s")
 
