@@ -30,6 +30,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_runs import ROOT, train_run  # noqa: E402
 
+from agentgym.config import deep_merge, dotted_overrides  # noqa: E402
 from agentgym.evaluation import EvalSummary, load_summary  # noqa: E402
 from agentgym.trainers.run_log import read_metrics  # noqa: E402
 
@@ -77,17 +78,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides for both runs (e.g. archer.critic_updates=100)")
     args = parser.parse_args()
     out = Path(args.out) / args.env
-    base: dict[str, Any] = {"model": args.model, "steps": args.steps, "eval_every": args.eval_every,
-                            "eval_episodes": args.eval_episodes}
-    import yaml
-
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        node = base
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+    # KEY=VALUE overrides parsed as `agentgym train` parses them, over the benchmark's own settings.
+    base = deep_merge({"model": args.model, "steps": args.steps, "eval_every": args.eval_every,
+                       "eval_episodes": args.eval_episodes}, dotted_overrides(args.overrides))
     runs: dict[str, tuple[list[dict[str, Any]], dict[int, EvalSummary]]] = {}
     for i, algo in enumerate(ALGOS):
         # The starting policy is evaluated once, by the first run: the same weights on the same episodes.

@@ -45,6 +45,7 @@ from agentgym.policies.openai_http import OpenAIPolicy
 from agentgym.policies.scripted import RandomAdmissiblePolicy, WalkthroughPolicy
 from agentgym.rollout.engine import RolloutConfig, plan_episodes
 from agentgym.serve import VLLMServer
+from agentgym.trainers.algorithms import get_algorithm
 from agentgym.trainers.config import SFTConfig, TrainConfig
 from agentgym.trainers.loop import Trainer, engine_config, eval_jobs
 from agentgym.trainers.run_log import read_metrics
@@ -136,7 +137,7 @@ def stage_two(args: argparse.Namespace) -> None:
     stages.append(("after SFT", sft_eval, sft_minutes))
     for algo in args.algos:
         run = out / f"rl-{algo}"
-        grouped = algo in ("grpo", "rloo")  # dynamic sampling needs groups to compare
+        grouped = get_algorithm(algo).grouped  # dynamic sampling needs groups to compare
         cfg = TrainConfig.model_validate({**base.model_dump(), "model": str(model_dir), "algo": algo, "out": str(run),
                                           "max_draws": base.max_draws if grouped else 1})
         started = time.perf_counter()
