@@ -36,8 +36,11 @@ HOLDER = textwrap.dedent("""
 
 def _hold(backend: SandboxBackend, count: int) -> tuple[subprocess.Popen, list[str]]:
     """A child process that creates `count` sandboxes, prints their ids and waits to be killed."""
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
+    # ignored SIGINT ignored: restore the default so the child gets KeyboardInterrupt however the
+    # suite was launched (`make test &` included).
     child = subprocess.Popen([sys.executable, "-c", HOLDER, backend.name, str(count)], stdout=subprocess.PIPE,
-                             text=True, cwd=ROOT)
+                             text=True, cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert child.stdout is not None
     line = child.stdout.readline()
     ids = line.split()
