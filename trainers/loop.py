@@ -452,7 +452,9 @@ class Trainer:
         if self._scorer_made is None:
             from agentgym.policies.scoring import scorer_for
 
-            self._scorer_made = scorer_for(policy, tokenizer=self._tokenizer)
+            # A scoring request queues behind generation on the same server: give it the turn's budget
+            # (on a loaded 2-core CPU a 60 s limit failed every group of a 20Q step).
+            self._scorer_made = scorer_for(policy, tokenizer=self._tokenizer, timeout_s=self.cfg.rollout.turn_timeout_s)
         return self._scorer_made
 
     def _reference_model(self) -> Any:

@@ -175,7 +175,7 @@ class VLLMScorer:
         tokenizer: Any,
         *,
         concurrency: int = 8,
-        timeout_s: float = 60.0,
+        timeout_s: float | None = 60.0,
         prompts_per_request: int = 8,
     ) -> None:
         """`model` is the served name, or a callable giving it at each call (a LoRA sync changes it)."""
@@ -333,7 +333,7 @@ def scorer_for(
     tokenizer: Any = None,
     *,
     concurrency: int = 8,
-    timeout_s: float = 60.0,
+    timeout_s: float | None = 60.0,
     max_batch_tokens: int = 8192,
 ) -> VLLMScorer | TransformersScorer:
     """The scorer for `policy`: a VLLMScorer for an OpenAIPolicy, a TransformersScorer on a TransformersPolicy's model.
