@@ -181,7 +181,7 @@ def serving_tables(args: argparse.Namespace, parts: set[str]) -> list[Table]:
     cfg = train_config(args, 0, Path(args.out) / "serving")
     tables = []
     with VLLMServer(resolve_model(args.model), name="policy", dtype=cfg.vllm.dtype,
-                    log_path=Path(args.out) / "serving-vllm.log") as server:
+                    startup_timeout=cfg.vllm.startup_timeout_s, log_path=Path(args.out) / "serving-vllm.log") as server:
         async def measure() -> None:
             reset_prefix_cache(server)
             await play(server, cfg, 8, cfg.rollout.history_turns)  # warm-up: compile paths, allocate the cache
