@@ -33,6 +33,7 @@ import agentgym  # noqa: E402
 from agentgym.config import load_yaml  # noqa: E402
 from agentgym.policies.scoring import scorer_for  # noqa: E402
 from agentgym.policies.transformers_local import TransformersPolicy  # noqa: E402
+from agentgym.progress import RolloutProgress  # noqa: E402
 from agentgym.reward_models.env_reward import EnvReward  # noqa: E402
 from agentgym.reward_models.igpo import InformationGainRewards  # noqa: E402
 from agentgym.rollout.engine import RolloutConfig, RolloutEngine, plan_episodes  # noqa: E402
@@ -50,14 +51,18 @@ async def collapse(args: argparse.Namespace) -> Table:
     policy = TransformersPolicy(args.model, max_batch_size=8)
     policy.load()
     tasks = agentgym.registry.task_ids(cfg["env"], **env_kwargs)
-    engine = RolloutEngine(
-        lambda: agentgym.make(cfg["env"], **env_kwargs), policy,
-        RolloutConfig(concurrency=8, history_turns=2, seed=0, sampling=SamplingParams(temperature=1.0, max_tokens=24)),
-        env_id=cfg["env"],
-    )
-    started = time.perf_counter()
-    trajectories = await engine.run(plan_episodes(tasks, args.groups * args.samples, samples_per_task=args.samples, seed=3))
-    rollout_s = time.perf_counter() - started
+    jobs = plan_episodes(tasks, args.groups * args.samples, samples_per_task=args.samples, seed=3)
+    # Rollouts on an in-process model take many minutes on a CPU: a progress line keeps the log alive.
+    with RolloutProgress(len(jobs), "collapse rollouts", console=console) as progress:
+        engine = RolloutEngine(
+            lambda: agentgym.make(cfg["env"], **env_kwargs), policy,
+            RolloutConfig(concurrency=8, history_turns=2, seed=0, sampling=SamplingParams(temperature=1.0, max_tokens=24)),
+            env_id=cfg["env"], callbacks=[progress.update],
+        )
+        started = time.perf_counter()
+        trajectories = await engine.run(jobs)
+        rollout_s = time.perf_counter() - started
+    console.print(f"{len(trajectories)} rollouts in {rollout_s:.0f} s; scoring them with each reward model")
     usable = [t for t in trajectories if t.error is None]
     scorer = scorer_for(policy)
     table = Table(title=f"The same {len(usable)} rollouts ({args.groups} groups x {args.samples}) of {args.model}, scored two ways")
