@@ -180,8 +180,8 @@ def serving_tables(args: argparse.Namespace, parts: set[str]) -> list[Table]:
     """The replay and prefix-cache parts, on one vLLM server of --model."""
     cfg = train_config(args, 0, Path(args.out) / "serving")
     tables = []
-    with VLLMServer(resolve_model(args.model), name="policy", dtype=cfg.vllm.dtype,
-                    startup_timeout=cfg.vllm.startup_timeout_s, log_path=Path(args.out) / "serving-vllm.log") as server:
+    with VLLMServer(resolve_model(args.model), name="policy", log_path=Path(args.out) / "serving-vllm.log",
+                    **cfg.vllm.server_kwargs()) as server:
         async def measure() -> None:
             reset_prefix_cache(server)
             await play(server, cfg, 8, cfg.rollout.history_turns)  # warm-up: compile paths, allocate the cache

@@ -77,8 +77,7 @@ def eval_served(cfg: TrainConfig, model: str, out: Path) -> EvalSummary:
     kwargs = env_kwargs(cfg, held_out=True)
     jobs = eval_jobs(agentgym.registry.task_ids(cfg.env, **kwargs), cfg)
     rollout = engine_config(cfg, cfg.eval_sampling)  # the trainer's own evaluation settings, seeds included
-    with VLLMServer(resolve_model(model), name="policy", dtype=cfg.vllm.dtype, kvcache_space_gib=cfg.vllm.kvcache_space_gib,
-                    startup_timeout=cfg.vllm.startup_timeout_s, log_path=out / "vllm.log") as server:
+    with VLLMServer(resolve_model(model), name="policy", log_path=out / "vllm.log", **cfg.vllm.server_kwargs()) as server:
         policy = OpenAIPolicy(server.base_url, "policy")
 
         async def run() -> EvalSummary:

@@ -128,6 +128,16 @@ def test_cpu_scheduling_args_schedule_whole_prompts_on_the_cpu_build(monkeypatch
     assert serve.cpu_scheduling_args(tmp_path) == []
 
 
+def test_vllm_settings_reach_the_server_they_configure(tmp_path: Path) -> None:
+    # One mapping from the config block to the server: a renamed field or argument fails here, not mid-run.
+    from trainers.config import VLLMSettings
+
+    settings = VLLMSettings(dtype="bfloat16", kvcache_space_gib=3, startup_timeout_s=7.5)
+    server = VLLMServer(tmp_path, name="x", **settings.server_kwargs())
+    assert (server.dtype, server.kvcache_space_gib, server.startup_timeout) == ("bfloat16", 3, 7.5)
+    assert "bfloat16" in server.command()
+
+
 @pytest.mark.slow
 def test_dev_mode_routes_are_open(server: VLLMServer) -> None:
     # Weight sync needs /reset_prefix_cache (and /collective_rpc), which only dev mode serves.

@@ -40,6 +40,10 @@ class VLLMSettings(BaseModel):
     kvcache_space_gib: int = Field(1, ge=1)
     startup_timeout_s: float = Field(600.0, gt=0)
 
+    def server_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `VLLMServer` that these settings fix (everything but the model, name and log)."""
+        return {"dtype": self.dtype, "kvcache_space_gib": self.kvcache_space_gib, "startup_timeout": self.startup_timeout_s}
+
 
 class TrainConfig(BaseModel):
     """An `agentgym train` run: collect → score → advantages → update → sync → eval → checkpoint."""

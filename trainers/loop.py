@@ -241,8 +241,7 @@ class Trainer:
             yield OpenAIPolicy(cfg.base_url, name), VLLMReloadSync(cfg.base_url, sync_dir, name)
             return
         server = VLLMServer(
-            trainable.model_dir, name=name, dtype=cfg.vllm.dtype, kvcache_space_gib=cfg.vllm.kvcache_space_gib,
-            log_path=self.run_dir / "vllm.log", startup_timeout=cfg.vllm.startup_timeout_s,
+            trainable.model_dir, name=name, log_path=self.run_dir / "vllm.log", **cfg.vllm.server_kwargs()
         )
         self.console.print(f"starting vLLM on {trainable.model_dir} (log {self.run_dir / 'vllm.log'})")
         if cfg.rollout.max_staleness > 0 and trainable.device.type == "cpu":
