@@ -23,6 +23,7 @@ dynamic sampling for the grouped algorithms, one RL run per `--algos` entry from
 model, and beside them a policy that plays a uniformly random admissible command:
 
     .venv/bin/python benchmarks/learning.py --stage 2 --algos grpo archer --out runs/learning-2
+    .venv/bin/python benchmarks/learning.py --stage 2 --algos --out runs/learning-2   # up to SFT; rerun to add RL
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def plot(stages: list[tuple[str, EvalSummary, float]], rl_metrics: list[dict], p
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: easy games, GRPO; 2: harder games, --algos.")
-    parser.add_argument("--algos", nargs="+", default=["grpo", "archer"], help="Stage 2: one RL run per algorithm.")
+    parser.add_argument("--algos", nargs="*", default=["grpo", "archer"],
+                        help="Stage 2: one RL run per algorithm; `--algos` alone stops after SFT.")
     parser.add_argument("--config", default=None, help="Default: configs/train-textworld.yaml (stage 1), -stage2.yaml (stage 2).")
     parser.add_argument("--out", default=f"runs/learning-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--rl-steps", type=int, default=None, help="RL steps (default: the config's).")
