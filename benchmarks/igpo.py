@@ -11,8 +11,9 @@ Two parts, both from the same starting model:
   training  `agentgym train --config configs/train-twenty-questions.yaml` with `--reward env` and
             with `--reward igpo`, same seeds: held-out success side by side with 95% intervals.
 
-    .venv/bin/python benchmarks/igpo.py                                  # about 30 minutes on 2 cores
-    .venv/bin/python benchmarks/igpo.py --parts collapse --groups 16
+    .venv/bin/python benchmarks/igpo.py                                  # hours on 2 cores: size it down
+    .venv/bin/python benchmarks/igpo.py --parts collapse --groups 8      # about 70 minutes on 2 cores
+    .venv/bin/python benchmarks/igpo.py --parts training --steps 2 --tasks-per-step 2 --eval-episodes 48   # about 70
 """
 
 from __future__ import annotations
