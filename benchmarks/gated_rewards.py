@@ -7,10 +7,11 @@ admissible command, "look" included). D-RA pays it on every turn, so an episode 
 for ten valid turns earns more than one that wins in three; G-RA pays it only on episodes
 whose outcome (the game's score) reaches tau, so winning stays the way to earn it. Prints, per
 step, the reward each run optimises and the rollouts' env success, then held-out success with
-95% intervals (`--eval-episodes` >= 100 for the issue's comparison).
+95% intervals (`--eval-episodes` >= 100 for the issue's comparison) beside the starting model's
+on the same episodes.
 
     .venv/bin/python benchmarks/gated_rewards.py --model runs/demo/sft/model                # about 25 minutes
-    .venv/bin/python benchmarks/gated_rewards.py --model M --steps 6 --weight 0.3 --eval-episodes 120
+    .venv/bin/python benchmarks/gated_rewards.py --model M --steps 8 --weight 1.0 --eval-episodes 100  # 45 min, bf16
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning import eval_served  # noqa: E402  (benchmarks/learning.py: the trainer's held-out evaluation of a model)
 from train_runs import ROOT, train_run  # noqa: E402
+
+from agentgym.config import deep_merge, load_yaml  # noqa: E402
+from agentgym.trainers.config import TrainConfig  # noqa: E402
 
 console = Console(width=140)
 
@@ -56,10 +61,14 @@ def main() -> None:
             f"{g['reward/total_mean']:.2f}", f"{g['rollout/success_rate']:.2f}", f"{g['rollout/turns_mean']:.1f}",
             f"{g.get('reward/gate_open_fraction', float('nan')):.2f}",
         )
+    # The start on the same held-out episodes, with the same sampling: what "falls or stalls" is measured against.
+    base = deep_merge(load_yaml(Path(args.config)), {"model": args.model, "eval_episodes": args.eval_episodes,
+                                                     "out": str(Path(args.out) / "start")})  # fmt: skip
+    start = eval_served(TrainConfig.model_validate(base), args.model, Path(args.out) / "start" / "eval")
     held = Table(title="Held-out success after the last step")
     for col in ("reward model", "success", "95% CI", "episodes", "mean turns"):
         held.add_column(col, justify="right")
-    for name, (_, summary) in runs.items():
+    for name, (_, summary) in {"start (no RL)": (None, start), **runs}.items():
         low, high = summary.success_ci95
         held.add_row(name, f"{summary.success_rate:.3f}", f"{low:.2f}-{high:.2f}", str(summary.episodes), f"{summary.mean_turns:.1f}")
     console.print(curves)
