@@ -102,6 +102,9 @@ def _model_context(model_dir: Path) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+_SCORING_FLAGS = ("--enable-scale-out", "--enable-prompt-tokens-details")
+
+
 class VLLMServer:
     """A vLLM OpenAI-compatible server in a child process group; use as a context manager or call start/stop."""
 
@@ -149,6 +152,9 @@ class VLLMServer:
             "--host", self.host,
             "--port", str(self.port),
             "--dtype", self.dtype,
+            # The generate route with per-request cached-token counts: answer scoring that reads
+            # the prefix cache (agentgym.policies.scoring.VLLMScorer).
+            *[flag for flag in _SCORING_FLAGS if flag not in self.extra_args],
             *self.extra_args,
             *cpu_scheduling_args(self.model_dir, self.extra_args),
         ]  # fmt: skip

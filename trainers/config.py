@@ -37,7 +37,9 @@ class VLLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dtype: str = Field("float32", description="float32 keeps the server's logprobs equal to the trainer's.")
-    kvcache_space_gib: int = Field(1, ge=1)
+    kvcache_space_gib: int = Field(
+        1, ge=1, description="vLLM's CPU KV cache (VLLM_CPU_KVCACHE_SPACE); more keeps more prompts for the prefix cache."
+    )
     startup_timeout_s: float = Field(600.0, gt=0)
 
     def server_kwargs(self) -> dict[str, Any]:

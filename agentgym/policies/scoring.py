@@ -4,10 +4,19 @@ Both scorers implement `agentgym.reward_models.base.Scorer` and tokenise a pair 
 (`answer_token_ids`): the chat-templated context ending with the assistant's header, then the
 answer's own tokens (no special tokens), and they return the logprobs of the answer tokens only.
 
-- `VLLMScorer` asks a vLLM server for prompt logprobs over the raw token ids (`/v1/completions`
-  with a list of token-id prompts, `max_tokens: 1`, `prompt_logprobs: 0`). Tokenising here, not
-  on the server, keeps the ids exactly those the in-process scorer sees (the chat route would
-  template the answer as a finished turn and append tokens after it).
+- `VLLMScorer` asks a vLLM server for prompt logprobs over the raw token ids. Tokenising here,
+  not on the server, keeps the ids exactly those the in-process scorer sees (the chat route
+  would template the answer as a finished turn and append tokens after it). Two routes:
+  `prefix-cache` (`/inference/v1/generate`, one prompt a request, reading the prefix cache) and
+  `completions` (`/v1/completions`, token-id prompts in batches, every prompt recomputed).
+  vLLM skips the prefix cache for any request that asks for prompt logprobs, because it has no
+  logits for cached positions; but IGPO's contexts are the prompts the rollout just prefilled,
+  and only the answer's positions need logits. So the prefix-cache route reads the cache
+  (`skip_reading_prefix_cache: false`, which only the generate route accepts) and checks, per
+  prompt, that the server's cached-token count ends before the answer; a prompt whose answer
+  fell inside the cache, or that the server could not answer, is asked again without it. `auto` (the default) uses the prefix-cache
+  route where the server offers it (a server `VLLMServer` starts does) and falls back to
+  completions where it does not (any other OpenAI-compatible vLLM).
 - `TransformersScorer` runs the model itself: right-padded micro-batches, and float32
   log-softmax over the vocabulary only at the answer positions.
 
@@ -20,10 +29,11 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
@@ -44,7 +54,11 @@ __all__ = [
     "scorer_for",
 ]
 
+log = logging.getLogger(__name__)
+
 Pair = tuple[Sequence[Message], str]
+ScoreRoute = Literal["auto", "prefix-cache", "completions"]
+_ROUTES = ("auto", "prefix-cache", "completions")
 
 
 # --------------------------------------------------------------------------- tokenisation
@@ -127,13 +141,15 @@ def _choice_entries(data: Mapping[str, Any], count: int, url: str) -> list[Any]:
     return entries
 
 
-def parse_prompt_logprobs(entries: Any, token_ids: Sequence[int], url: str) -> list[float]:
-    """log p(token_ids[j] | token_ids[:j]) for j = 1..n-1 from vLLM's prompt_logprobs entries (entry 0 is null)."""
+def parse_prompt_logprobs(entries: Any, token_ids: Sequence[int], url: str, first: int = 1) -> list[float]:
+    """log p(token_ids[j] | token_ids[:j]) for j = first..n-1 from vLLM's prompt_logprobs entries (entry 0 is null)."""
     if not isinstance(entries, list) or len(entries) != len(token_ids):
         got = len(entries) if isinstance(entries, list) else type(entries).__name__
         raise PolicyError(f"scoring: expected {len(token_ids)} prompt_logprobs entries from {url}, got {got}")
+    if not 1 <= first <= len(token_ids):
+        raise ValueError(f"first must be in 1..{len(token_ids)}, got {first}")
     out = []
-    for j, (token, entry) in enumerate(zip(token_ids[1:], entries[1:]), start=1):
+    for j, (token, entry) in enumerate(zip(token_ids[first:], entries[first:]), start=first):
         if isinstance(entry, list):  # some versions send a list of {token_id, logprob} records
             entry = {str(e.get("token_id", e.get("token"))): e for e in entry if isinstance(e, dict)}
         if not isinstance(entry, dict) or str(token) not in entry:
@@ -165,8 +181,23 @@ def score_prompt_logprobs(base_url: str, model: str, token_ids: list[int], timeo
     return parse_prompt_logprobs(entries, ids, url)
 
 
+def _generate_payload(model: str, token_ids: list[int], *, read_cache: bool) -> dict[str, Any]:
+    """The /inference/v1/generate body: the prompt's logprobs, generating (almost) nothing, cache read or not."""
+    sampling = {
+        "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0,
+        "skip_reading_prefix_cache": not read_cache,
+        # Cached positions come back unfilled: detokenising their ids would fail on the server.
+        "detokenize": False,
+    }  # fmt: skip
+    return {"model": model, "token_ids": token_ids, "sampling_params": sampling}
+
+
+class _RouteUnavailable(Exception):
+    """The server does not offer the prefix-cache route, or cannot say how much of a prompt it cached."""
+
+
 class VLLMScorer:
-    """Scorer over a vLLM server's prompt logprobs: pairs tokenised here, sent as batched token-id prompts."""
+    """Scorer over a vLLM server's prompt logprobs: pairs tokenised here, the prefix cache read where it is safe."""
 
     def __init__(
         self,
@@ -177,17 +208,34 @@ class VLLMScorer:
         concurrency: int = 8,
         timeout_s: float | None = 60.0,
         prompts_per_request: int = 8,
+        route: ScoreRoute = "auto",
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """`model` is the served name, or a callable giving it at each call (a LoRA sync changes it)."""
+        """`model` is the served name, or a callable giving it at each call (a LoRA sync changes it).
+
+        `route`: "prefix-cache", "completions", or "auto" (the first where the server offers it,
+        decided at the first call). `prompts_per_request` batches the completions route only.
+        `transport` replaces httpx's network transport (a test's fake server).
+        """
         if concurrency < 1 or prompts_per_request < 1:
             raise ValueError("concurrency and prompts_per_request must be at least 1")
+        if route not in _ROUTES:
+            raise ValueError(f"route must be one of {_ROUTES}, got {route!r}")
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/completions"
+        self.generate_url = self.base_url.removesuffix("/v1") + "/inference/v1/generate"
         self._model = model
         self.tokenizer = tokenizer
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.prompts_per_request = prompts_per_request
+        self.route: ScoreRoute = route
+        self.transport = transport
+        # What the prefix-cache route saved and what it had to redo, for benchmarks and tests:
+        # prompt tokens sent and read from the cache, and prompts asked again without it.
+        self.prompt_tokens = 0
+        self.cache_read_tokens = 0
+        self.recomputed = 0
 
     @property
     def model(self) -> str:
@@ -199,29 +247,104 @@ class VLLMScorer:
         encoded = [answer_token_ids(self.tokenizer, messages, answer) for messages, answer in pairs]
         if not encoded:
             return []
+        # The same prompt twice (a group's rollouts share their first context) is scored once.
+        unique: dict[tuple[tuple[int, ...], int], int] = {}
+        for ids, start in encoded:
+            unique.setdefault((tuple(ids), start), len(unique))
+        rows = [(list(ids), start) for ids, start in unique]
+        gate = asyncio.Semaphore(self.concurrency)
+        model = self.model  # one name for the whole call, even if a sync changes it meanwhile
+        async with httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport) as client:
+            scored = await self._score_rows(client, gate, model, rows)
+        return [list(scored[unique[(tuple(ids), start)]]) for ids, start in encoded]
+
+    async def _score_rows(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, model: str, rows: list[tuple[list[int], int]]
+    ) -> list[list[float]]:
+        """Answer-token logprobs of each (ids, answer start) row, through the route this scorer uses."""
+        if self.route == "auto":
+            # The first prompt alone tells whether the server offers the route; the rest follow it.
+            try:
+                first = [await self._score_cached(client, gate, model, *rows[0])]
+            except _RouteUnavailable:
+                self.route = "completions"
+            else:
+                self.route = "prefix-cache"
+                rest = await asyncio.gather(*(self._score_cached(client, gate, model, ids, st) for ids, st in rows[1:]))
+                return first + list(rest)
+        if self.route == "prefix-cache":
+            try:
+                return list(await asyncio.gather(*(self._score_cached(client, gate, model, ids, st) for ids, st in rows)))
+            except _RouteUnavailable as exc:
+                raise PolicyError(f"scoring: {self.generate_url} cannot score with the prefix cache: {exc}") from None
         # Several prompts per request and several requests in flight: vLLM batches them all in its
         # scheduler, and a long list of pairs never becomes one huge body that times out as a whole.
         step = self.prompts_per_request
-        chunks = [encoded[i : i + step] for i in range(0, len(encoded), step)]
-        gate = asyncio.Semaphore(self.concurrency)
-        model = self.model  # one name for the whole call, even if a sync changes it meanwhile
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-            results = await asyncio.gather(*(self._score_chunk(client, gate, model, chunk) for chunk in chunks))
+        chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
+        results = await asyncio.gather(*(self._score_chunk(client, gate, model, chunk) for chunk in chunks))
         return [row for chunk in results for row in chunk]
+
+    async def _score_cached(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, model: str, ids: list[int], start: int
+    ) -> list[float]:
+        """One prompt through /inference/v1/generate reading the prefix cache; again without it if the answer was cached."""
+        # The unfilled entries of cached positions are whatever memory held; one that reads as NaN
+        # makes the server refuse to encode its answer (HTTP 400 "Out of range float values are not
+        # JSON compliant"): a cache read the server cannot answer is asked again without the cache.
+        data = await self._post(client, gate, self.generate_url, _generate_payload(model, ids, read_cache=True), or_none=True)
+        cached = None if data is None else _cached_tokens(data)
+        if data is not None and cached is None:
+            raise _RouteUnavailable("its answers carry no cached-token count (start it with --enable-prompt-tokens-details)")
+        # Position start - 1 predicts the first answer token: its logits exist only if it was computed.
+        self.prompt_tokens += len(ids)
+        if data is not None and cached is not None and cached <= start - 1:
+            self.cache_read_tokens += cached
+        else:
+            self.recomputed += 1
+            data = await self._post(client, gate, self.generate_url, _generate_payload(model, ids, read_cache=False))
+            assert data is not None  # only or_none answers None
+        return parse_prompt_logprobs(data.get("prompt_logprobs"), ids, self.generate_url, first=start)
+
+    async def _post(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, url: str, body: dict[str, Any], *, or_none: bool = False
+    ) -> dict[str, Any] | None:
+        """POST `body` to `url` under the concurrency gate; the JSON answer (None for an error answer with `or_none`)."""
+        async with gate:
+            try:
+                response = await client.post(url, json=body)
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, url, self.timeout_s) from exc
+        if url == self.generate_url and _route_missing(response):
+            raise _RouteUnavailable(f"HTTP {response.status_code}: {_error_text(response)}")
+        if or_none and response.is_error:
+            log.info("scoring: %s answered HTTP %s (%s); asking again", url, response.status_code, _error_text(response))
+            return None
+        return _response_json(response, url)
 
     async def _score_chunk(
         self, client: httpx.AsyncClient, gate: asyncio.Semaphore, model: str, chunk: list[tuple[list[int], int]]
     ) -> list[list[float]]:
         """One /v1/completions request for the prompts of `chunk`; the answer-token logprobs of each."""
         prompts = [ids for ids, _ in chunk]
-        async with gate:
-            try:
-                response = await client.post(self.url, json=_prompt_logprobs_payload(model, prompts))
-            except httpx.HTTPError as exc:
-                raise _transport_error(exc, self.url, self.timeout_s) from exc
-        entries = _choice_entries(_response_json(response, self.url), len(prompts), self.url)
-        # parse_prompt_logprobs starts at token 1, so the answer's first token sits at start - 1.
-        return [parse_prompt_logprobs(e, ids, self.url)[start - 1 :] for e, (ids, start) in zip(entries, chunk)]
+        data = await self._post(client, gate, self.url, _prompt_logprobs_payload(model, prompts))
+        assert data is not None  # only or_none answers None
+        entries = _choice_entries(data, len(prompts), self.url)
+        return [parse_prompt_logprobs(e, ids, self.url, first=start) for e, (ids, start) in zip(entries, chunk)]
+
+
+def _route_missing(response: httpx.Response) -> bool:
+    """Whether an answer says the route is not there (an unknown model's 404 is a real error, not this)."""
+    # vLLM answers 403 where scale-out is off; a server without the route answers FastAPI's 404/405.
+    return response.status_code == 403 or (
+        response.status_code in (404, 405) and _error_text(response) in ("Not Found", "Method Not Allowed")
+    )
+
+
+def _cached_tokens(data: Mapping[str, Any]) -> int | None:
+    """How many of the prompt's tokens the server took from its prefix cache (None when it does not say)."""
+    details = (data.get("usage") or {}).get("prompt_tokens_details") or {}
+    value = details.get("cached_tokens")
+    return int(value) if isinstance(value, int) else None
 
 
 # --------------------------------------------------------------------------- in-process transformers
