@@ -184,8 +184,12 @@ class FakeVLLM:
     entries (a wrong token id) at the cached positions.
     """
 
-    def __init__(self, *, scale_out: bool = True, details: bool = True, block: int = 4, nan_in_cache: bool = False) -> None:
+    def __init__(
+        self, *, scale_out: bool = True, details: bool = True, block: int = 4, nan_in_cache: bool = False,
+        generate_route: bool = True,
+    ) -> None:  # fmt: skip
         self.scale_out, self.details, self.block, self.nan_in_cache = scale_out, details, block, nan_in_cache
+        self.generate_route = generate_route  # False: an older server, or another OpenAI-compatible one
         self.seen: list[list[int]] = []
         self.requests: list[tuple[str, bool]] = []  # (path, read the cache)
 
@@ -212,6 +216,8 @@ class FakeVLLM:
             ids, params = body["token_ids"], body["sampling_params"]
             read = not params["skip_reading_prefix_cache"]
             self.requests.append((request.url.path, read))
+            if not self.generate_route:
+                return httpx.Response(404, text="404 page not found")
             if not self.scale_out:
                 return httpx.Response(403, json={"error": {"message": "Scale-out endpoints are disabled."}})
             cached = self.cached(ids) if read else 0
@@ -265,7 +271,7 @@ def test_a_cached_read_the_server_cannot_encode_is_asked_again_without_the_cache
 
 
 def test_auto_route_falls_back_to_completions_where_the_server_lacks_it(tokenizer: Any) -> None:
-    for fake in (FakeVLLM(scale_out=False), FakeVLLM(details=False)):
+    for fake in (FakeVLLM(scale_out=False), FakeVLLM(details=False), FakeVLLM(generate_route=False)):
         scorer = fake_scorer(fake, tokenizer)
         assert scorer_run(scorer, PAIRS) == expected(tokenizer, PAIRS)
         assert scorer.route == "completions"

@@ -334,10 +334,11 @@ class VLLMScorer:
 
 def _route_missing(response: httpx.Response) -> bool:
     """Whether an answer says the route is not there (an unknown model's 404 is a real error, not this)."""
-    # vLLM answers 403 where scale-out is off; a server without the route answers FastAPI's 404/405.
-    return response.status_code == 403 or (
-        response.status_code in (404, 405) and _error_text(response) in ("Not Found", "Method Not Allowed")
-    )
+    # vLLM answers 403 where scale-out is off; a server without the route answers 404 or 405,
+    # while vLLM's 404 for a model it does not serve names the model.
+    if response.status_code in (403, 405):
+        return True
+    return response.status_code == 404 and "model" not in _error_text(response).lower()
 
 
 def _cached_tokens(data: Mapping[str, Any]) -> int | None:
