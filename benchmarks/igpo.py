@@ -125,8 +125,8 @@ async def scoring(args: argparse.Namespace) -> Table:
     table = Table(title=f"IGPO scoring of the same {len(trajectories)} rollouts ({args.groups} groups x {args.samples}) of "
                         f"{args.model} on vLLM ({cfg.vllm.dtype}, KV cache {cfg.vllm.kvcache_space_gib} GiB)")  # fmt: skip
     for col in ("scorer route", "contexts scored", "prompt tokens read from the cache", "asked again without it",
-                "reward model ms / trajectory",
-                "rollout ms / trajectory", "reward model / rollout", "max |r - r(completions)|"):  # fmt: skip
+                "reward model ms / trajectory", "rollout ms / trajectory", "reward model / rollout",
+                "max |r - r(completions)|"):  # fmt: skip
         table.add_column(col, justify="right")
     rollout_ms = rollout_s * 1000 / len(trajectories)
     for route, (scored, scorer) in results.items():

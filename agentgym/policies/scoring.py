@@ -14,9 +14,10 @@ answer's own tokens (no special tokens), and they return the logprobs of the ans
   and only the answer's positions need logits. So the prefix-cache route reads the cache
   (`skip_reading_prefix_cache: false`, which only the generate route accepts) and checks, per
   prompt, that the server's cached-token count ends before the answer; a prompt whose answer
-  fell inside the cache, or that the server could not answer, is asked again without it. `auto` (the default) uses the prefix-cache
-  route where the server offers it (a server `VLLMServer` starts does) and falls back to
-  completions where it does not (any other OpenAI-compatible vLLM).
+  fell inside the cache, or that the server could not answer, is asked again without it.
+  `auto` (the default) uses the prefix-cache route where the server offers it (a server
+  `VLLMServer` starts does) and falls back to completions where it does not (any other
+  OpenAI-compatible vLLM).
 - `TransformersScorer` runs the model itself: right-padded micro-batches, and float32
   log-softmax over the vocabulary only at the answer positions.
 
@@ -262,21 +263,21 @@ class VLLMScorer:
         self, client: httpx.AsyncClient, gate: asyncio.Semaphore, model: str, rows: list[tuple[list[int], int]]
     ) -> list[list[float]]:
         """Answer-token logprobs of each (ids, answer start) row, through the route this scorer uses."""
+        first: list[list[float]] = []
         if self.route == "auto":
             # The first prompt alone tells whether the server offers the route; the rest follow it.
             try:
                 first = [await self._score_cached(client, gate, model, *rows[0])]
+                self.route = "prefix-cache"
             except _RouteUnavailable:
                 self.route = "completions"
-            else:
-                self.route = "prefix-cache"
-                rest = await asyncio.gather(*(self._score_cached(client, gate, model, ids, st) for ids, st in rows[1:]))
-                return first + list(rest)
         if self.route == "prefix-cache":
+            rest = rows[len(first) :]
             try:
-                return list(await asyncio.gather(*(self._score_cached(client, gate, model, ids, st) for ids, st in rows)))
+                scored = await asyncio.gather(*(self._score_cached(client, gate, model, ids, st) for ids, st in rest))
             except _RouteUnavailable as exc:
                 raise PolicyError(f"scoring: {self.generate_url} cannot score with the prefix cache: {exc}") from None
+            return first + list(scored)
         # Several prompts per request and several requests in flight: vLLM batches them all in its
         # scheduler, and a long list of pairs never becomes one huge body that times out as a whole.
         step = self.prompts_per_request
@@ -292,17 +293,18 @@ class VLLMScorer:
         # makes the server refuse to encode its answer (HTTP 400 "Out of range float values are not
         # JSON compliant"): a cache read the server cannot answer is asked again without the cache.
         data = await self._post(client, gate, self.generate_url, _generate_payload(model, ids, read_cache=True), or_none=True)
-        cached = None if data is None else _cached_tokens(data)
-        if data is not None and cached is None:
-            raise _RouteUnavailable("its answers carry no cached-token count (start it with --enable-prompt-tokens-details)")
-        # Position start - 1 predicts the first answer token: its logits exist only if it was computed.
         self.prompt_tokens += len(ids)
-        if data is not None and cached is not None and cached <= start - 1:
-            self.cache_read_tokens += cached
-        else:
-            self.recomputed += 1
-            data = await self._post(client, gate, self.generate_url, _generate_payload(model, ids, read_cache=False))
-            assert data is not None  # only or_none answers None
+        if data is not None:
+            cached = _cached_tokens(data)
+            if cached is None:
+                raise _RouteUnavailable("its answers carry no cached-token count (start it with --enable-prompt-tokens-details)")
+            # Position start - 1 predicts the first answer token: its logits exist only if it was computed.
+            if cached <= start - 1:
+                self.cache_read_tokens += cached
+                return parse_prompt_logprobs(data.get("prompt_logprobs"), ids, self.generate_url, first=start)
+        self.recomputed += 1
+        data = await self._post(client, gate, self.generate_url, _generate_payload(model, ids, read_cache=False))
+        assert data is not None  # only or_none answers None
         return parse_prompt_logprobs(data.get("prompt_logprobs"), ids, self.generate_url, first=start)
 
     async def _post(
