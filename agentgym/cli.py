@@ -175,7 +175,7 @@ def _run_eval(cfg: Any, *, quiet: bool, placement: dict[str, str] | None = None)
 def train_command(
     overrides: Annotated[Optional[list[str]], typer.Argument(help="Config overrides KEY=VALUE, dotted for nesting (update.lr=1e-5).")] = None,
     env: Annotated[Optional[str], typer.Option("--env", help="Env id (see `agentgym envs list`).")] = None,
-    algo: Annotated[Optional[str], typer.Option(help="grpo | rloo | reinforce | archer (trainers/algorithms).")] = None,
+    algo: Annotated[Optional[str], typer.Option(help="grpo | rloo | reinforce | ppo | archer (trainers/algorithms).")] = None,
     epo: Annotated[Optional[bool], typer.Option("--epo/--no-epo", help="EPO entropy regularisation and smoothing.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Alias, HF directory (e.g. an `agentgym sft` output) or .gguf.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="A running vLLM server to roll out on and update (default: start one).")] = None,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,19 @@ def _agentgym(*args: str, **kwargs: object) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", script, *args], cwd=Path(__file__).parents[1], **kwargs)  # type: ignore[call-overload]
 
 
+def _kill_9_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 300) -> None:
+    """SIGKILL `proc` as soon as `ready()` holds; fail with its output if it exits first or `timeout` passes."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.mark.parametrize("staleness", [0, 1], ids=["sync", "async"])
 def test_resume_after_kill_9_loses_nothing(tiny_model_dir: Path, tmp_path: Path, staleness: int) -> None:
     run = tmp_path / "run"
@@ -131,20 +145,10 @@ def test_resume_after_kill_9_loses_nothing(tiny_model_dir: Path, tmp_path: Path,
             # Slow episodes, so the kill lands in the middle of a step's rollouts.
             "env_kwargs.turns=3"]
     proc = _agentgym(*args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while latest_checkpoint(run / "checkpoints") is None:  # wait for step 1's checkpoint...
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        step2 = run / "trajectories" / "step-000002.jsonl"
-        while not step2.exists() or step2.stat().st_size == 0:  # ...and for step 2 to record an episode
-            assert proc.poll() is None
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    step2 = run / "trajectories" / "step-000002.jsonl"
+    # Killed once step 1's checkpoint is written and step 2 has recorded an episode.
+    _kill_9_when(proc, lambda: latest_checkpoint(run / "checkpoints") is not None
+                 and step2.exists() and step2.stat().st_size > 0)
     recorded_before = {t.trajectory_id for t in read_trajectories(step2)}
     assert recorded_before
     done_before = read_state(latest_checkpoint(run / "checkpoints")).step  # type: ignore[arg-type]

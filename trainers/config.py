@@ -11,6 +11,7 @@ from agentgym.reward_models.factory import RewardSettings
 from agentgym.rollout.engine import RolloutConfig
 from agentgym.trainers.algorithms import get_algorithm
 from agentgym.trainers.algorithms.archer import ArcherConfig
+from agentgym.trainers.algorithms.ppo import PPOConfig
 from agentgym.trainers.policy_model import LoraSettings
 from agentgym.trainers.update import UpdateConfig
 from agentgym.types import SamplingParams
@@ -60,7 +61,7 @@ class TrainConfig(BaseModel):
     model: str = Field("smollm2-135m", description="Alias, HF directory (e.g. an `agentgym sft` output) or .gguf file.")
     algo: str = Field(
         "grpo", description="A registered algorithm (trainers/algorithms): grpo | rloo (group baselines), reinforce "
-        "(one batch-whitened baseline), archer (an off-policy twin Q/V critic's advantage).",
+        "(one batch-whitened baseline), ppo (a value head over turns, GAE), archer (an off-policy twin Q/V critic's advantage).",
     )
     rollout_backend: Literal["vllm", "inprocess"] = Field(
         "vllm", description="vllm: an OpenAI-compatible vLLM server (started unless base_url is given); inprocess: transformers."
@@ -87,6 +88,7 @@ class TrainConfig(BaseModel):
     max_length: int = Field(2048, ge=16, description="Turns longer than this (prompt + completion tokens) are skipped.")
     reward: RewardSettings = Field(default_factory=RewardSettings, description="The reward model (`--reward`): env, dra, gra, igpo, spa.")
     archer: ArcherConfig = Field(default_factory=ArcherConfig, description="The critic and schedule of --algo archer.")
+    ppo: PPOConfig = Field(default_factory=PPOConfig, description="The value head and GAE of --algo ppo.")
     rollout: TrainRolloutConfig = Field(default_factory=_train_rollout)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     eval_every: int = Field(0, ge=0, description="Evaluate on held-out tasks every N steps and after the last; 0: only after the last.")

@@ -25,7 +25,6 @@ step affordable on a CPU. A trained encoder is not offered.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentgym.trainers.algorithms.base import Algorithm, AlgorithmAdvantages
+from agentgym.trainers.algorithms.base import AlgorithmAdvantages, FrozenFeatureCritic, critic_advantage_stats
 from agentgym.trainers.algorithms.critic import TwinCritic, critic_losses, q_targets, soft_update_, turn_advantage, v_targets
 from agentgym.trainers.algorithms.replay import ReplayBuffer, Transitions
 from agentgym.types import Trajectory
@@ -97,15 +96,11 @@ def transitions_of(features: Sequence[TurnFeatures], rewards: Sequence[Sequence[
     return Transitions.concat(parts)
 
 
-class ArCHer(Algorithm):
+class ArCHer(FrozenFeatureCritic):
     """ArCHer: twin Q/V critic trained off-policy from a replay buffer; its advantage drives the actor."""
 
     name: ClassVar[str] = "archer"
     summary: ClassVar[str] = "off-policy twin Q/V critic over turns, its advantage for the token actor"
-    estimator: ClassVar[str] = "grpo"  # only for the scoring step's diagnostics: the critic's advantage replaces it
-    one_group: ClassVar[bool] = True
-    grouped: ClassVar[bool] = False
-    has_critic: ClassVar[bool] = True
 
     def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
@@ -119,12 +114,9 @@ class ArCHer(Algorithm):
 
     def setup(self, trainable: TrainableModel, step: int, checkpoint: Path | None) -> None:
         """The frozen encoder, the critic and its targets on the trainer's device, and the buffer up to `step`."""
-        from agentgym.trainers.turn_encoder import TurnEncoder
-
         s = self.settings
         self.device = trainable.device
-        self.encoder = TurnEncoder(s.encoder_model or self.cfg.model, device=str(self.device),
-                                   max_context_tokens=self.cfg.max_length)
+        self.encoder = self.frozen_encoder(trainable, s.encoder_model)
         size = self.encoder.hidden_size
         with torch.random.fork_rng(devices=[]):  # the critic's initialisation leaves the run's RNG stream alone
             torch.manual_seed(self.cfg.seed)
@@ -160,7 +152,7 @@ class ArCHer(Algorithm):
         metrics.update(self._train_critic(step))
         metrics["time/critic_update"] = time.perf_counter() - started
         values = self._advantages(features)
-        metrics.update(_advantage_stats(trajectories, values))
+        metrics.update(critic_advantage_stats(trajectories, values))
         metrics["replay/transitions"] = float(len(self.buffer))
         return AlgorithmAdvantages(values, metrics)
 
@@ -215,17 +207,3 @@ class ArCHer(Algorithm):
         torch.save({"critic": self.critic.state_dict(), "target": self.target.state_dict(),
                     "optimizer": self.optimizer.state_dict()}, checkpoint_dir / CRITIC_FILE)
 
-
-def _advantage_stats(trajectories: Sequence[Trajectory], values: Sequence[Sequence[float]]) -> dict[str, float]:
-    """Mean and std of the critic's turn advantages, with the collapse and mean |A| every algorithm logs."""
-    from agentgym.trainers.rewarding import advantage_stats
-
-    flat = [a for row in values for a in row]
-    if not flat:
-        return {}
-    mean = math.fsum(flat) / len(flat)
-    return {
-        "critic/advantage_mean": mean,
-        "critic/advantage_std": math.sqrt(math.fsum((a - mean) ** 2 for a in flat) / len(flat)),
-        **advantage_stats(trajectories, values, one_group=False),
-    }

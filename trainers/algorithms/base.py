@@ -13,6 +13,7 @@ a replay buffer), which it saves into each checkpoint and reads back on `--resum
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,9 @@ from agentgym.types import Trajectory
 if TYPE_CHECKING:
     from agentgym.trainers.config import TrainConfig
     from agentgym.trainers.policy_model import TrainableModel
+    from agentgym.trainers.turn_encoder import TurnEncoder
 
-__all__ = ["Algorithm", "AlgorithmAdvantages"]
+__all__ = ["Algorithm", "AlgorithmAdvantages", "FrozenFeatureCritic", "critic_advantage_stats"]
 
 
 @dataclass
@@ -80,3 +82,33 @@ class Algorithm:
         if cfg.max_draws > 1 and not cls.grouped:
             errors.append(f"max_draws > 1 keeps the groups whose rollouts disagree; {cls.name} has no groups (use grpo or rloo)")
         return errors
+
+
+class FrozenFeatureCritic(Algorithm):
+    """An algorithm whose turn advantages come from heads over a frozen backbone's turn features (PPO, ArCHer)."""
+
+    estimator: ClassVar[str] = "grpo"  # only for the scoring step's diagnostics: the critic's advantage replaces it
+    one_group: ClassVar[bool] = True
+    grouped: ClassVar[bool] = False
+    has_critic: ClassVar[bool] = True
+
+    def frozen_encoder(self, trainable: TrainableModel, encoder_model: str | None) -> TurnEncoder:
+        """The turn encoder on the trainer's device: `encoder_model`, else the run's starting model."""
+        from agentgym.trainers.turn_encoder import TurnEncoder
+
+        return TurnEncoder(encoder_model or self.cfg.model, device=str(trainable.device), max_context_tokens=self.cfg.max_length)
+
+
+def critic_advantage_stats(trajectories: Sequence[Trajectory], values: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Mean and std of a critic's turn advantages, with the collapse and mean |A| every algorithm logs."""
+    from agentgym.trainers.rewarding import advantage_stats
+
+    flat = [a for row in values for a in row]
+    if not flat:
+        return {}
+    mean = math.fsum(flat) / len(flat)
+    return {
+        "critic/advantage_mean": mean,
+        "critic/advantage_std": math.sqrt(math.fsum((a - mean) ** 2 for a in flat) / len(flat)),
+        **advantage_stats(trajectories, values, one_group=False),
+    }

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Standardizer", "TwinCritic", "critic_losses", "q_targets", "soft_update_", "turn_advantage", "v_targets"]
+__all__ = ["Standardizer", "TwinCritic", "critic_losses", "mlp_head", "q_targets", "soft_update_", "turn_advantage", "v_targets"]
 
 
 def q_targets(rewards: torch.Tensor, dones: torch.Tensor, next_v: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -91,8 +91,8 @@ class Standardizer(nn.Module):
         return (x - self.mean) / self.std
 
 
-def _mlp(size: int, hidden: int) -> nn.Sequential:
-    """A 2-layer head: size → hidden → 1."""
+def mlp_head(size: int, hidden: int) -> nn.Sequential:
+    """A value head with 2 hidden layers: size → hidden → hidden → 1."""
     return nn.Sequential(nn.Linear(size, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
 
@@ -103,8 +103,8 @@ class TwinCritic(nn.Module):
         super().__init__()
         self.state_norm = Standardizer(state_size)
         self.turn_norm = Standardizer(turn_size)
-        self.q1, self.q2 = _mlp(state_size + turn_size, hidden), _mlp(state_size + turn_size, hidden)
-        self.v1, self.v2 = _mlp(state_size, hidden), _mlp(state_size, hidden)
+        self.q1, self.q2 = mlp_head(state_size + turn_size, hidden), mlp_head(state_size + turn_size, hidden)
+        self.v1, self.v2 = mlp_head(state_size, hidden), mlp_head(state_size, hidden)
 
     def fit_standardizers(self, state: torch.Tensor, turn: torch.Tensor) -> None:
         """Fix the input statistics from the first features seen (see Standardizer)."""
