@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,10 +57,24 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     "overrides",
     [{"algo": "grpo"}, {"algo": "rloo"}, {"algo": "reinforce", "update.epochs": 2}, {"algo": "grpo", "update.epo.enabled": True},
-     {"algo": "archer", "archer.warmup_steps": 0, "archer.critic_updates": 5}],
-    ids=["grpo", "rloo", "reinforce-2-epochs", "grpo-epo", "archer"],
+     {"algo": "ppo", "ppo.value_epochs": 2}, {"algo": "archer", "archer.warmup_steps": 0, "archer.critic_updates": 5}],
+    ids=["grpo", "rloo", "reinforce-2-epochs", "grpo-epo", "ppo", "archer"],
 )
-def test_each_algorithm_trains_end_to_end(tiny_model_dir: Path, tmp_path: Path, overrides: dict) -> None:
+def test_each_algorithm_trains_end_to_end(
+    tiny_model_dir: Path, tmp_path: Path, overrides: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentgym.trainers.loop as loop
+
+    threads: list[str] = []
+
+    def recording(fn: Callable[..., object]) -> Callable[..., object]:
+        def run(*args: object, **kwargs: object) -> object:
+            threads.append(threading.current_thread().name)
+            return fn(*args, **kwargs)
+        return run
+
+    for name in ("policy_gradient_step", "push_weights", "save_checkpoint"):
+        monkeypatch.setattr(loop, name, recording(getattr(loop, name)))
     cfg = _config(tiny_model_dir, tmp_path / "run", **overrides)
     result = Trainer(cfg, tmp_path / "run", show_progress=False).run()
     assert result.steps == 2
@@ -69,6 +84,9 @@ def test_each_algorithm_trains_end_to_end(tiny_model_dir: Path, tmp_path: Path, 
         assert m["rollout/episodes"] == 8
         for key in ("policy/entropy", "policy/clip_fraction", "time/rollout", "time/update", "time/sync"):
             assert m[key] is not None, key
+        assert 0 < m["memory/rss_gib"] <= m["memory/peak_rss_gib"]
+    # Update, weight sync and checkpoint all ran in the run's one compute thread (one heap arena).
+    assert len(threads) == 6 and len(set(threads)) == 1 and threads[0].startswith("agentgym-compute")
     if overrides.get("update.epo.enabled"):
         assert metrics[-1]["loss/entropy_bonus"] > 0 and "loss/entropy_smoothing" in metrics[-1]
     assert metrics[-1]["eval/success_rate"] is not None

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -39,6 +41,7 @@ from agentgym.errors import AgentGymError
 from agentgym.evaluation import EvalSummary, evaluate, load_summary
 from agentgym.policies.base import Policy
 from agentgym.hardware import resolve_placement
+from agentgym.memory import memory_stats, release_freed_memory
 from agentgym.progress import Heartbeat, format_duration
 from agentgym.reward_models.base import RewardModel, Scorer
 from agentgym.reward_models.env_reward import PerTrajectoryReward
@@ -67,6 +70,7 @@ from agentgym.trainers.update import make_optimizer, policy_gradient_step
 from agentgym.trainers.weight_sync import InProcessSync, VLLMReloadSync, WeightSync
 from agentgym.types import SamplingParams, Trajectory
 
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -170,6 +174,7 @@ class Trainer:
         self.algorithm = get_algorithm(cfg.algo)(cfg, self.run_dir)
         self._scorer_made: Scorer | None = None
         self._tokenizer: Any = None  # the trainable's, once loaded
+        self._compute: ThreadPoolExecutor | None = None  # the run's compute thread (None: asyncio's default pool)
         # Where the model trains and in which precision, read off this machine (agentgym.hardware).
         self.placement = resolve_placement(cfg.device, cfg.update.precision)
         # The run records what ran, not "auto": the same file on another machine could mean other hardware.
@@ -276,6 +281,8 @@ class Trainer:
             random.seed(cfg.seed)
         result = TrainResult(self.run_dir, state.step)
         async with contextlib.AsyncExitStack() as stack:
+            # Every torch phase of a step runs in this one thread, so they reuse one heap arena (agentgym/memory.py).
+            self._compute = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentgym-compute"))
             log = stack.enter_context(RunLog(self.run_dir, resume_step=state.step if self.resume else None))
             policy, sync = stack.enter_context(self._rollout_backend(trainable))
             stack.push_async_callback(policy.aclose)
@@ -326,7 +333,7 @@ class Trainer:
                 if number % cfg.checkpoint_every == 0 or number == cfg.steps:
                     started = time.perf_counter()
                     # In a thread: rollouts played ahead keep going while half a GB is written.
-                    await asyncio.to_thread(
+                    await self._in_compute_thread(
                         save_checkpoint, self.run_dir / "checkpoints", trainable, optimizer, state, keep=cfg.keep_checkpoints,
                         write_extra=self.algorithm.save,
                     )
@@ -347,7 +354,7 @@ class Trainer:
         self._phase = (step, "critic" if self.algorithm.has_critic else "update")
         started = time.perf_counter()
         # The algorithm's advantages: the estimator's as they are, or a critic's (trained here, in a thread).
-        given = await asyncio.to_thread(self.algorithm.advantages, step, batch.trajectories, batch.rewards, batch.advantages)
+        given = await self._in_compute_thread(self.algorithm.advantages, step, batch.trajectories, batch.rewards, batch.advantages)
         if self.algorithm.has_critic:
             timings["time/critic"] = time.perf_counter() - started
             write_advantages(self.run_dir / "scores" / f"step-{step + 1:06d}.{cfg.algo}.jsonl", batch.trajectories, given.advantages)
@@ -371,13 +378,13 @@ class Trainer:
         if trained and actor:
             started = time.perf_counter()
             # In a worker thread (torch releases the GIL): the event loop keeps playing rollouts meanwhile.
-            metrics.update(await asyncio.to_thread(
+            metrics.update(await self._in_compute_thread(
                 policy_gradient_step, trainable, optimizer, trained, cfg.update, step=step, total_steps=cfg.steps,
                 entropy_history=state.entropy_history, ref_model=ref_model,
             ))
             timings["time/update"] = time.perf_counter() - started
             started = time.perf_counter()
-            await asyncio.to_thread(push_weights, policy, sync, trainable, step + 1)
+            await self._in_compute_thread(push_weights, policy, sync, trainable, step + 1)
             timings["time/sync"] = time.perf_counter() - started
         else:
             tried = f" in {batch.draws} draws" if cfg.max_draws > 1 else ""
@@ -386,9 +393,17 @@ class Trainer:
             self.console.print(f"step {step + 1}: {why}; no update")
             policy.weights_step = step + 1  # unchanged weights, and still those after step + 1 steps
         metrics.update(timings)
+        metrics.update(memory_stats())
         metrics.update(given.metrics)  # a critic's advantage statistics replace the estimator's
         metrics["train/actor_updated"] = float(bool(trained and actor))
         return metrics
+
+    async def _in_compute_thread(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """fn(*args, **kwargs) in the trainer's compute thread (the event loop keeps playing rollouts), its freed heap then returned."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._compute, functools.partial(fn, *args, **kwargs))
+        finally:
+            release_freed_memory()
 
     async def _collect_scored(self, step: int, task_ids: Sequence[str], policy: Policy) -> ScoredBatch:
         """This step's episodes to train on with their turn advantages, every episode played, and the draws made."""
