@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentgym.trainers.algorithms.base import AlgorithmAdvantages, FrozenFeatureCritic, critic_advantage_stats
+from agentgym.trainers.algorithms.base import AlgorithmAdvantages, FrozenFeatureCritic, critic_advantage_stats, whiten
 from agentgym.trainers.algorithms.critic import TwinCritic, critic_losses, q_targets, soft_update_, turn_advantage, v_targets
 from agentgym.trainers.algorithms.replay import ReplayBuffer, Transitions
 from agentgym.types import Trajectory
@@ -197,8 +197,8 @@ class ArCHer(FrozenFeatureCritic):
         turn = torch.cat([f.turn for f in features]).to(self.device)
         with torch.no_grad():
             a = turn_advantage(*self.critic.q(state, turn), *self.critic.v(state)).float().cpu()
-        if self.settings.normalize_advantages and len(a) > 1:
-            a = (a - a.mean()) / (a.std(unbiased=False) + 1e-6)
+        if self.settings.normalize_advantages:
+            a = whiten(a)
         return [row.tolist() for row in torch.split(a, [len(f.state) for f in features])]
 
     def save(self, checkpoint_dir: Path) -> None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+import torch
+
 from agentgym.types import Trajectory
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from agentgym.trainers.policy_model import TrainableModel
     from agentgym.trainers.turn_encoder import TurnEncoder
 
-__all__ = ["Algorithm", "AlgorithmAdvantages", "FrozenFeatureCritic", "critic_advantage_stats"]
+__all__ = ["Algorithm", "AlgorithmAdvantages", "FrozenFeatureCritic", "critic_advantage_stats", "whiten"]
 
 
 @dataclass
@@ -112,3 +114,10 @@ def critic_advantage_stats(trajectories: Sequence[Trajectory], values: Sequence[
         "critic/advantage_std": math.sqrt(math.fsum((a - mean) ** 2 for a in flat) / len(flat)),
         **advantage_stats(trajectories, values, one_group=False),
     }
+
+
+def whiten(a: torch.Tensor) -> torch.Tensor:
+    """(a − mean a) / (std a + 1e-6) with the population std, over one step's turn advantages; as it is for fewer than 2."""
+    if len(a) < 2:
+        return a
+    return (a - a.mean()) / (a.std(unbiased=False) + 1e-6)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentgym.trainers.algorithms.base import AlgorithmAdvantages, FrozenFeatureCritic, critic_advantage_stats
+from agentgym.trainers.algorithms.base import AlgorithmAdvantages, FrozenFeatureCritic, critic_advantage_stats, whiten
 from agentgym.trainers.algorithms.value import ValueHead, explained_variance, gae, value_loss
 from agentgym.types import Trajectory
 
@@ -136,8 +136,8 @@ class PPO(FrozenFeatureCritic):
         metrics.update(self._fit_value(step, state, old.to(self.device), target.to(self.device)))
         metrics["time/critic_update"] = time.perf_counter() - started
         a = torch.tensor(advantages)
-        if self.settings.normalize_advantages and len(a) > 1:
-            a = (a - a.mean()) / (a.std(unbiased=False) + 1e-6)
+        if self.settings.normalize_advantages:
+            a = whiten(a)
         values = [row.tolist() for row in torch.split(a, lengths)]
         metrics.update(critic_advantage_stats(trajectories, values))
         return AlgorithmAdvantages(values, metrics)
